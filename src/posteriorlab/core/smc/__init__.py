@@ -1,0 +1,1 @@
+"""Sequential Monte Carlo: state-space models, resampling, particle filters, Kalman, smoothing."""

@@ -1,0 +1,1 @@
+"""Browser-side widgets shared by JupyterLab and Panel."""
