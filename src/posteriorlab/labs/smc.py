@@ -1,0 +1,520 @@
+"""The SMC lab: the state of one student's particle-filter session.
+
+A :class:`SMCLab` holds everything a student can change (the state-space model and its
+parameters, the data, the particle count N, the resampling scheme, the ESS threshold,
+entropic annealing, the proposal, the smoother, the seed) as ``param`` parameters, and
+recomputes its results whenever one of them changes:
+
+* ``result`` (:class:`SMCResult`): one particle filter run with its genealogy and a
+  smoother, beside the exact Kalman filter / RTS smoother when the model is
+  linear-Gaussian;
+* ``replicate_result`` (:class:`ReplicateResult`): ``replicates`` independent filters on
+  the same data in one vmapped call, to show that Ẑ is unbiased and log Ẑ is not.
+
+Bad input never raises out of the lab: :meth:`SMCLab.problems` lists what is wrong in
+words a student can act on, ``error`` shows it, and the last good results stay.
+
+Continuous parameters (ρ, σ, the ESS threshold, annealing) enter the compiled programs
+as traced arrays, so moving a slider never recompiles; the particle count, the number of
+steps and the scheme are shapes or program structure and compile once per value.
+"""
+
+import functools
+import math
+import time
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import param
+
+from posteriorlab.core.smc import filtering, kalman, models, smoothing
+
+MODEL_LABELS = {
+    "Linear-Gaussian, 1-D": "linear_gaussian_1d",
+    "Linear-Gaussian, 2-D rotation": "linear_gaussian_2d",
+    "Stochastic volatility": "stochastic_volatility",
+    "Nonlinear growth": "growth",
+}
+LINEAR_GAUSSIAN = ("linear_gaussian_1d", "linear_gaussian_2d")
+
+RESAMPLING_LABELS = {
+    "Systematic": "systematic",
+    "Stratified": "stratified",
+    "Residual": "residual",
+    "Multinomial": "multinomial",
+}
+ANNEALING_LABELS = {"Off": 0, "ESS schedule (ePF)": 1, "Entropy schedule (ePF)": 2}
+PROPOSAL_LABELS = {
+    "Bootstrap (move with the model)": "bootstrap",
+    "Guided (locally optimal)": "guided",
+}
+SMOOTHER_LABELS = {
+    "PaRIS (linear cost)": "paris",
+    "FFBSm (N² cost)": "ffbsm",
+    "Genealogy (ancestral paths)": "genealogy",
+}
+
+MAX_PARTICLES = 200_000
+MAX_PARTICLE_STEPS = 20_000_000  # N × T: about 0.5 GB of float32 particles and weights
+MAX_FFBSM_PARTICLES = 2_000
+MAX_REPLICATE_PARTICLE_STEPS = 50_000_000  # R × N × T (only evidences are kept)
+DISPLAYED_PARTICLES = 300  # particles per step sent to the page
+DISPLAYED_LINEAGES = 100
+
+
+class SMCResult(NamedTuple):
+    """One filter run, as numpy arrays ready to plot (T steps, N particles, d dims)."""
+
+    states: np.ndarray  # (T, d) true hidden states (NaN when the data were typed in)
+    observations: np.ndarray  # (T, k)
+    displayed_particles: np.ndarray  # (T, M, d) a random subset of M ≤ N particles per step
+    displayed_weights: np.ndarray  # (T, M) their normalised weights W_t (of all N)
+    ess: np.ndarray  # (T,) effective sample size of W_t
+    resampled: np.ndarray  # (T,) bool, whether step t resampled before moving
+    temperature: np.ndarray  # (T,) annealing temperature used when resampling
+    lineage_paths: np.ndarray  # (T, L, d) ancestral paths of L final particles
+    surviving_lineages: np.ndarray  # (T,) distinct ancestors of the final particles
+    filtering_mean: np.ndarray  # (T, d) Σ W_t x_t
+    filtering_var: np.ndarray  # (T, d)
+    smoothing_mean: np.ndarray  # (T, d)
+    smoothing_var: np.ndarray  # (T, d)
+    log_evidence: np.ndarray  # (T,) running log Ẑ_{0:t}
+    exact_log_evidence: np.ndarray | None  # (T,) running log Z_{0:t} (Kalman), or None
+    exact_filtering_mean: np.ndarray | None
+    exact_filtering_var: np.ndarray | None
+    exact_smoothing_mean: np.ndarray | None
+    exact_smoothing_var: np.ndarray | None
+    num_particles: int
+    ess_threshold: float
+    smoother: str
+    seconds: float  # wall time of the filter and smoother
+
+
+class ReplicateResult(NamedTuple):
+    """R independent filters on the same data: the spread of the evidence estimate."""
+
+    log_evidence: np.ndarray  # (R,) final log Ẑ of each replicate
+    exact_log_evidence: float | None  # log Z (Kalman) when known
+    num_particles: int
+    seconds: float
+
+
+def build_model(kind: str, rho, sigma_x, sigma_y):
+    """The state-space model named ``kind`` with the student's ρ, σ_x, σ_y.
+
+    Which parameter means what in each model:
+
+    * linear-Gaussian 1-D: x_t = ρ x_{t-1} + σ_x ε_t, y_t = x_t + σ_y η_t;
+    * linear-Gaussian 2-D: x_t = ρ R(ω) x_{t-1} + σ_x ε_t (a damped rotation), y_t = x_t + σ_y η_t;
+    * stochastic volatility: x_t = μ + ρ (x_{t-1} − μ) + σ_x ε_t, y_t ~ N(0, exp(x_t))
+      (σ_y unused);
+    * nonlinear growth: transition variance σ_x², observation variance σ_y² (ρ unused).
+    """
+    if kind == "linear_gaussian_1d":
+        return models.linear_gaussian_1d(rho=rho, sigma_x=sigma_x, sigma_y=sigma_y)
+    if kind == "linear_gaussian_2d":
+        return models.linear_gaussian_2d(rho=rho, sigma_x=sigma_x, sigma_y=sigma_y)
+    if kind == "stochastic_volatility":
+        return models.StochasticVolatilitySSM.default(rho=rho, sigma=sigma_x)
+    if kind == "growth":
+        return models.GrowthModelSSM.default(
+            transition_var=sigma_x**2, observation_var=sigma_y**2
+        )
+    raise ValueError(f"unknown model {kind!r}; choose one of {sorted(MODEL_LABELS.values())}")
+
+
+def uses_parameter(kind: str, name: str) -> bool:
+    """Whether the model ``kind`` reads the parameter ``name`` (ρ, σ_x or σ_y)."""
+    unused = {"stochastic_volatility": {"sigma_y"}, "growth": {"rho"}}
+    return name not in unused.get(kind, set())
+
+
+@functools.partial(jax.jit, static_argnames=("kind", "num_steps"))
+def simulate_data(key, kind, rho, sigma_x, sigma_y, *, num_steps):
+    """Hidden states and observations drawn from the model (one compile per model and T)."""
+    return build_model(kind, rho, sigma_x, sigma_y).simulate(key, num_steps)
+
+
+def _weighted_moments(log_weights, values):
+    """Σ W v and Σ W (v − mean)² along the particle axis, for W = exp(log_weights)."""
+    weights = jnp.exp(log_weights)[..., None]
+    mean = jnp.sum(weights * values, axis=-2)
+    var = jnp.sum(weights * (values - mean[..., None, :]) ** 2, axis=-2)
+    return mean, var
+
+
+def _smoothed_moments(key, model, info, smoother):
+    """Smoothed marginal means and variances E[x_t | y_{0:T}] by the chosen smoother."""
+    if smoother == "ffbsm":
+        log_smoothing_weights = smoothing.ffbsm_marginals(model, info)
+        return _weighted_moments(log_smoothing_weights, info.particles)
+    if smoother == "genealogy":
+        paths, log_weights = smoothing.genealogy_smoother(info)
+        return _weighted_moments(log_weights, paths)
+    num_steps = info.particles.shape[0]
+    first_and_second = smoothing.marginal_moments_functional(num_steps)
+    estimates, _ = smoothing.paris(key, model, info, first_and_second)
+    mean, second_moment = estimates[-1]
+    return mean, second_moment - mean**2
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("num_particles", "resampling", "proposal", "smoother"),
+)
+def filter_and_smooth(
+    key, model, observations, ess_threshold, annealing, *, num_particles, resampling, proposal,
+    smoother,
+):
+    """One particle filter, its genealogy and a smoother, reduced to what the page draws."""
+    key_filter, key_smooth, key_display = jax.random.split(key, 3)
+    info = filtering.run(
+        key_filter, model, observations, num_particles,
+        resampling=resampling, proposal=proposal, ess_threshold=ess_threshold, annealing=annealing,
+    )
+    filtering_mean, filtering_var = _weighted_moments(info.log_weights, info.particles)
+    smoothing_mean, smoothing_var = _smoothed_moments(key_smooth, model, info, smoother)
+    shown = jax.random.permutation(key_display, num_particles)[:DISPLAYED_PARTICLES]
+    lineages = filtering.trace_lineages(info.ancestors)[:, shown[:DISPLAYED_LINEAGES]]
+    lineage_paths = jnp.take_along_axis(info.particles, lineages[..., None], axis=1)
+    return dict(
+        displayed_particles=info.particles[:, shown],
+        displayed_weights=jnp.exp(info.log_weights[:, shown]),
+        ess=info.ess, resampled=info.resampled, temperature=info.temperature,
+        lineage_paths=lineage_paths,
+        surviving_lineages=filtering.count_surviving_lineages(info.ancestors),
+        filtering_mean=filtering_mean, filtering_var=filtering_var,
+        smoothing_mean=smoothing_mean, smoothing_var=smoothing_var,
+        log_evidence=info.log_evidence,
+    )
+
+
+def _final_log_evidence(info):
+    return info.log_evidence[-1]
+
+
+@functools.partial(
+    jax.jit, static_argnames=("num_particles", "num_replicates", "resampling", "proposal")
+)
+def replicate_log_evidence(
+    key, model, observations, ess_threshold, annealing, *, num_particles, num_replicates,
+    resampling, proposal,
+):
+    """Final log Ẑ of ``num_replicates`` independent filters, in one vmapped program."""
+    run_one = functools.partial(
+        filtering.run, model=model, observations=observations, num_particles=num_particles,
+        resampling=resampling, proposal=proposal, ess_threshold=ess_threshold,
+        annealing=annealing, record=_final_log_evidence,
+    )
+    return jax.vmap(lambda k: run_one(k))(jax.random.split(key, num_replicates))
+
+
+@jax.jit
+def exact_solution(model, observations):
+    """Kalman filter and RTS smoother: the exact answer for a linear-Gaussian model."""
+    filtered = kalman.kalman_filter(model, observations)
+    smoothed = kalman.rts_smoother(model, filtered)
+    return dict(
+        exact_log_evidence=jnp.cumsum(filtered.log_likelihood_increments),
+        exact_filtering_mean=filtered.filtered_means,
+        exact_filtering_var=jnp.diagonal(filtered.filtered_covs, axis1=-2, axis2=-1),
+        exact_smoothing_mean=smoothed.smoothed_means,
+        exact_smoothing_var=jnp.diagonal(smoothed.smoothed_covs, axis1=-2, axis2=-1),
+    )
+
+
+def parse_observations(text: str) -> np.ndarray:
+    """Observations typed as numbers separated by commas, spaces or new lines -> (T, 1)."""
+    tokens = text.replace(",", " ").split()
+    values = []
+    for token in tokens:
+        try:
+            values.append(float(token))
+        except ValueError:
+            raise ValueError(
+                f"could not read {token!r} as a number; type observations as numbers "
+                "separated by commas, e.g. 0.5, -0.3, 1.2"
+            ) from None
+    return np.asarray(values, dtype=float)[:, None]
+
+
+class SMCLab(param.Parameterized):
+    """Particle filtering and smoothing on a state-space model, with the exact answer beside it."""
+
+    model = param.Selector(
+        objects=MODEL_LABELS, default="linear_gaussian_1d", label="State-space model",
+        doc="The hidden Markov chain x_t and how the observations y_t depend on it.",
+    )
+    rho = param.Number(
+        0.9, softbounds=(-0.99, 0.99), step=0.01, label="Persistence ρ",
+        doc="How strongly x_t remembers x_{t-1} (|ρ| < 1 keeps the chain stationary).",
+    )
+    sigma_x = param.Number(
+        1.0, softbounds=(0.05, 5.0), step=0.05, label="State noise σ_x",
+        doc="Standard deviation of the random kick the hidden state gets at each step.",
+    )
+    sigma_y = param.Number(
+        0.2, softbounds=(0.05, 5.0), step=0.05, label="Observation noise σ_y",
+        doc="Standard deviation of the measurement error: small σ_y means informative data.",
+    )
+    num_steps = param.Selector(
+        objects=[20, 50, 100, 200, 500], default=100, label="Time steps T",
+        doc="Length of the simulated data set.",
+    )
+    data_seed = param.Integer(0, bounds=(0, None), label="Data seed")
+    observations_text = param.String(
+        "", label="Your own observations (optional)",
+        doc="Numbers separated by commas; leave empty to simulate data from the model.",
+    )
+    num_particles = param.Integer(
+        1000, softbounds=(10, 10_000), label="Particles N",
+        doc="More particles: less Monte Carlo error, more work (cost grows like N).",
+    )
+    resampling = param.Selector(
+        objects=RESAMPLING_LABELS, default="systematic", label="Resampling scheme",
+        doc="How offspring counts are drawn; all are unbiased, they differ in variance.",
+    )
+    ess_threshold = param.Number(
+        0.5, softbounds=(0.0, 1.0), step=0.05, label="Resample when ESS/N below",
+        doc="1 resamples at every step, 0 never; 0.5 is the usual adaptive choice.",
+    )
+    annealing = param.Selector(
+        objects=ANNEALING_LABELS, default=0, label="Entropic annealing",
+        doc=(
+            "Flatten the resampling distribution early on when diversity collapses (ePF), "
+            "with weights that correct for it so the evidence stays unbiased."
+        ),
+    )
+    annealing_trigger = param.Number(
+        0.5, softbounds=(0.0, 1.0), step=0.05, label="Anneal when ESS/N below",
+    )
+    annealing_early_phase = param.Number(
+        0.5, softbounds=(0.0, 1.0), step=0.05, label="Anneal only before t/T",
+    )
+    proposal = param.Selector(
+        objects=PROPOSAL_LABELS, default="bootstrap", label="Proposal",
+        doc="Bootstrap ignores y_t when moving; guided uses it (linear-Gaussian models only).",
+    )
+    smoother = param.Selector(
+        objects=SMOOTHER_LABELS, default="paris", label="Smoother",
+        doc="How E[x_t | all data] is estimated from the particles.",
+    )
+    seed = param.Integer(0, bounds=(0, None), label="Filter seed")
+    replicates = param.Selector(
+        objects=[20, 50, 100, 200, 500], default=100, label="Replicates R",
+        doc="Independent filters run on the same data to show the spread of Ẑ.",
+    )
+
+    result = param.ClassSelector(class_=SMCResult, allow_None=True, constant=True)
+    replicate_result = param.ClassSelector(class_=ReplicateResult, allow_None=True, constant=True)
+    error = param.String("", constant=True, doc="What is wrong with the current input, if anything.")
+
+    INPUTS = (
+        "model", "rho", "sigma_x", "sigma_y", "num_steps", "data_seed", "observations_text",
+        "num_particles", "resampling", "ess_threshold", "annealing", "annealing_trigger",
+        "annealing_early_phase", "proposal", "smoother", "seed", "replicates",
+    )
+
+    def __init__(self, compute: bool = True, **params):
+        super().__init__(**params)
+        if compute:
+            self.update()
+        self.param.watch(lambda _: self.update(), list(self.INPUTS))
+
+    # ----------------------------------------------------------------- validation
+    def problems(self) -> list[str]:
+        """Everything wrong with the current input, each as a sentence with the fix."""
+        found = []
+        n = self.num_particles
+        if not isinstance(n, int) or n < 1:
+            found.append(f"Particles N = {n} is not allowed: N must be a whole number ≥ 1.")
+        elif n > MAX_PARTICLES:
+            found.append(
+                f"Particles N = {n:,} is more than this lab allows ({MAX_PARTICLES:,}); "
+                "the error of the filter falls like 1/√N, so 10,000 is usually plenty."
+            )
+        elif n * self.num_steps > MAX_PARTICLE_STEPS:
+            found.append(
+                f"N × T = {n:,} × {self.num_steps} would need about "
+                f"{n * self.num_steps * 24 / 1e9:.1f} GB; keep N × T below "
+                f"{MAX_PARTICLE_STEPS:,} (fewer particles or fewer steps)."
+            )
+        elif self.smoother == "ffbsm" and n > MAX_FFBSM_PARTICLES:
+            found.append(
+                f"FFBSm costs N² per step: with N = {n:,} it would be too slow. Use N ≤ "
+                f"{MAX_FFBSM_PARTICLES:,} or the PaRIS smoother, which costs N per step."
+            )
+        elif n * self.num_steps * self.replicates > MAX_REPLICATE_PARTICLE_STEPS:
+            found.append(
+                f"R × N × T = {self.replicates} × {n:,} × {self.num_steps} is too much work for "
+                "the replicates view; lower the replicates R or the particles N."
+            )
+        for name in ("rho", "sigma_x", "sigma_y", "ess_threshold", "annealing_trigger",
+                     "annealing_early_phase"):
+            value = getattr(self, name)
+            if value is None or not math.isfinite(value):
+                found.append(f"{self.param[name].label} = {value} is not a number.")
+        if found:
+            return found
+        for name in ("sigma_x", "sigma_y"):
+            if uses_parameter(self.model, name) and getattr(self, name) <= 0:
+                found.append(
+                    f"{self.param[name].label} = {getattr(self, name)} must be positive: "
+                    "it is a standard deviation."
+                )
+        if uses_parameter(self.model, "rho") and abs(self.rho) >= 1:
+            found.append(
+                f"Persistence ρ = {self.rho} gives a chain with no stationary distribution to "
+                "start from; use |ρ| < 1."
+            )
+        for name in ("ess_threshold", "annealing_trigger", "annealing_early_phase"):
+            if not 0 <= getattr(self, name) <= 1:
+                found.append(f"{self.param[name].label} = {getattr(self, name)} must lie in [0, 1].")
+        if self.proposal == "guided" and self.model not in LINEAR_GAUSSIAN:
+            found.append(
+                "The guided (locally optimal) proposal has a closed form only for the "
+                "linear-Gaussian models; choose the bootstrap proposal for this model."
+            )
+        if self.observations_text.strip():
+            found += self._observation_problems()
+        return found
+
+    def _observation_problems(self) -> list[str]:
+        if self.model == "linear_gaussian_2d":
+            return ["Typed observations are one number per step; the 2-D model needs two."]
+        try:
+            values = parse_observations(self.observations_text)
+        except ValueError as error:
+            return [f"Observations: {error}."]
+        if len(values) < 2:
+            return ["Type at least two observations, separated by commas."]
+        bad = [i for i, v in enumerate(values[:, 0]) if not math.isfinite(v)]
+        if bad:
+            return [
+                f"Observation {bad[0]} is {values[bad[0], 0]}: every observation must be a "
+                "finite number (remove it or replace it)."
+            ]
+        return []
+
+    # ----------------------------------------------------------------- computation
+    def data(self):
+        """(true states or NaN, observations) for the current settings."""
+        if self.observations_text.strip():
+            observations = parse_observations(self.observations_text)
+            return np.full((len(observations), 1), np.nan), observations
+        states, observations = simulate_data(
+            jax.random.key(self.data_seed), self.model, self.rho, self.sigma_x, self.sigma_y,
+            num_steps=self.num_steps,
+        )
+        return np.asarray(states), np.asarray(observations)
+
+    def _filter_settings(self):
+        model = build_model(self.model, self.rho, self.sigma_x, self.sigma_y)
+        annealing = filtering.AnnealingSettings(
+            schedule=jnp.asarray(self.annealing),
+            ess_trigger=jnp.asarray(self.annealing_trigger),
+            early_phase=jnp.asarray(self.annealing_early_phase),
+        )
+        return model, annealing
+
+    def compute(self) -> tuple[SMCResult, ReplicateResult]:
+        """Run the filter, the smoother and the replicates (raises on failure)."""
+        states, observations = self.data()
+        model, annealing = self._filter_settings()
+        ess_threshold = jnp.asarray(self.ess_threshold)
+        static = dict(
+            num_particles=self.num_particles, resampling=self.resampling, proposal=self.proposal
+        )
+        key_filter, key_replicates = jax.random.split(jax.random.key(self.seed))
+        start = time.perf_counter()
+        summary = filter_and_smooth(
+            key_filter, model, observations, ess_threshold, annealing,
+            smoother=self.smoother, **static,
+        )
+        summary = jax.tree.map(np.asarray, summary)
+        seconds = time.perf_counter() - start
+        exact = dict.fromkeys(
+            ("exact_log_evidence", "exact_filtering_mean", "exact_filtering_var",
+             "exact_smoothing_mean", "exact_smoothing_var")
+        )
+        if self.model in LINEAR_GAUSSIAN:
+            exact = jax.tree.map(np.asarray, exact_solution(model, observations))
+        check_finite(summary["log_evidence"], summary["ess"])
+        result = SMCResult(
+            states=states, observations=observations, **summary, **exact,
+            num_particles=self.num_particles, ess_threshold=self.ess_threshold,
+            smoother=self.smoother, seconds=seconds,
+        )
+        start = time.perf_counter()
+        log_evidence = np.asarray(
+            replicate_log_evidence(
+                key_replicates, model, observations, ess_threshold, annealing,
+                num_replicates=self.replicates, **static,
+            )
+        )
+        exact_final = None if exact["exact_log_evidence"] is None else float(
+            exact["exact_log_evidence"][-1]
+        )
+        replicates = ReplicateResult(
+            log_evidence=log_evidence, exact_log_evidence=exact_final,
+            num_particles=self.num_particles, seconds=time.perf_counter() - start,
+        )
+        return result, replicates
+
+    def update(self) -> None:
+        """Validate, compute, and publish the results, or explain what is wrong."""
+        found = self.problems()
+        if not found:
+            try:
+                result, replicates = self.compute()
+            except FloatingPointError as failure:
+                found = [str(failure)]
+            else:
+                with param.edit_constant(self):
+                    self.param.update(result=result, replicate_result=replicates, error="")
+                return
+        with param.edit_constant(self):
+            self.error = " ".join(found)
+
+
+def check_finite(log_evidence: np.ndarray, ess: np.ndarray) -> None:
+    """Raise a readable FloatingPointError when every particle weight vanished."""
+    bad = np.flatnonzero(~np.isfinite(log_evidence) | ~np.isfinite(ess))
+    if bad.size:
+        raise FloatingPointError(
+            f"Every particle weight became zero at step t = {bad[0]}: no particle explains "
+            "that observation. Increase N, use the guided proposal, or increase the "
+            "observation noise σ_y. The previous result is still shown."
+        )
+
+
+class ReplicateSummary(NamedTuple):
+    """What the replicates say about the evidence estimator, relative to ``reference``."""
+
+    reference: float  # log Z when known, else the log of the replicate mean of Ẑ
+    exact: bool
+    mean_ratio: float  # mean of Ẑ / Z: 1 for an unbiased estimator
+    ratio_standard_error: float
+    mean_log_error: float  # mean of log Ẑ − log Z: negative (Jensen)
+    sd_log_error: float
+    jensen_prediction: float  # −Var(log Ẑ)/2, the bias a log-normal Ẑ would have
+
+
+def summarize_replicates(replicates: ReplicateResult) -> ReplicateSummary:
+    """Mean and standard error of Ẑ/Z and of log Ẑ − log Z over the replicates."""
+    exact = replicates.exact_log_evidence is not None
+    log_evidence = replicates.log_evidence
+    reference = (replicates.exact_log_evidence if exact
+                 else float(np.logaddexp.reduce(log_evidence) - np.log(log_evidence.size)))
+    log_error = log_evidence - reference
+    ratio = np.exp(log_error)
+    return ReplicateSummary(
+        reference=reference, exact=exact,
+        mean_ratio=float(ratio.mean()),
+        ratio_standard_error=float(ratio.std(ddof=1) / np.sqrt(ratio.size)),
+        mean_log_error=float(log_error.mean()),
+        sd_log_error=float(log_error.std(ddof=1)),
+        jensen_prediction=float(-log_error.var(ddof=1) / 2),
+    )

@@ -1,0 +1,184 @@
+"""HoloViews figures for the SMC lab, built from :class:`posteriorlab.labs.smc.SMCResult`.
+
+Every function takes plain results (numpy arrays in a NamedTuple) and returns a HoloViews
+element; none holds state or widgets, so the same figures serve the dashboard, the
+notebooks and the tests. For a model with a d-dimensional state the figures show one
+coordinate, ``component``.
+
+Colours follow one convention across the lab: the truth (hidden states, exact Kalman/RTS
+answers) is black and dashed, particle estimates are coloured.
+"""
+
+import holoviews as hv
+import numpy as np
+
+from posteriorlab.plots.style import COLORS, FIGURE
+
+TIME = hv.Dimension("t", label="time step t")
+
+
+def _state_dim(result, component):
+    name = "x_t" if result.states.shape[1] == 1 else f"x_t[{component}]"
+    return hv.Dimension("x", label=name)
+
+
+def _times(result):
+    return np.arange(result.observations.shape[0])
+
+
+def data_plot(result, component: int = 0) -> hv.Overlay:
+    """The hidden states x_t (when known) and the observations y_t."""
+    t = _times(result)
+    x = _state_dim(result, component)
+    observed = hv.Scatter(
+        (t, result.observations[:, min(component, result.observations.shape[1] - 1)]),
+        TIME, x, label="observation y_t",
+    ).opts(color=COLORS["data"], size=4)
+    layers = [observed]
+    if np.isfinite(result.states).all():
+        layers.insert(0, hv.Curve((t, result.states[:, component]), TIME, x, label="hidden state x_t")
+                      .opts(color=COLORS["truth"], line_width=1.5))
+    return hv.Overlay(layers).opts(title="Data: what the filter sees (dots) and the hidden truth",
+                                   **FIGURE)
+
+
+def particle_cloud_plot(result, component: int = 0) -> hv.Overlay:
+    """Particles at every step, sized and shaded by their normalised weight W_t."""
+    num_steps, shown, _ = result.displayed_particles.shape
+    t = np.repeat(_times(result), shown)
+    weights = result.displayed_weights.reshape(-1)
+    relative = weights * result.num_particles  # 1 = an average particle
+    cloud = hv.Points(
+        (t, result.displayed_particles[..., component].reshape(-1), np.sqrt(np.clip(relative, 0, 25))),
+        [TIME, _state_dim(result, component)], "size",
+    ).opts(
+        color=COLORS["particles"], size=hv.dim("size") * 3 + 0.5, alpha=0.35, line_alpha=0,
+    )
+    layers = [cloud, _mean_curve(result.filtering_mean[:, component], "filter mean", COLORS["filter"])]
+    if np.isfinite(result.states).all():
+        layers.append(hv.Curve((_times(result), result.states[:, component]), TIME,
+                               _state_dim(result, component), label="hidden state x_t")
+                      .opts(color=COLORS["truth"], line_dash="dashed"))
+    title = f"Particle cloud ({shown} of N = {result.num_particles} shown; size ∝ weight)"
+    return hv.Overlay(layers).opts(title=title, **FIGURE)
+
+
+def _mean_curve(values, label, color):
+    return hv.Curve((np.arange(len(values)), values), TIME, "x", label=label).opts(
+        color=color, line_width=2
+    )
+
+
+def ess_plot(result) -> hv.Overlay:
+    """ESS_t / N with the resampling threshold, and the steps that resampled."""
+    t = _times(result)
+    fraction = result.ess / result.num_particles
+    ess_dim = hv.Dimension("ess", label="ESS / N", range=(0, 1.05))
+    curve = hv.Curve((t, fraction), TIME, ess_dim, label="ESS / N").opts(color=COLORS["filter"])
+    threshold = hv.HLine(result.ess_threshold).opts(color=COLORS["truth"], line_dash="dashed")
+    resampled = t[result.resampled]
+    marks = hv.Scatter((resampled, np.zeros_like(resampled, dtype=float)), TIME, ess_dim,
+                       label="resampled").opts(color=COLORS["data"], marker="triangle", size=7)
+    layers = [curve, threshold, marks]
+    if np.any(result.temperature > 1):
+        layers.append(hv.Curve((t, 1 / result.temperature), TIME, ess_dim,
+                               label="1 / annealing temperature").opts(color=COLORS["smoother"]))
+    return hv.Overlay(layers).opts(
+        title=f"Effective sample size (resampled at {resampled.size} of {t.size} steps)", **FIGURE
+    )
+
+
+def genealogy_plot(result, component: int = 0) -> hv.Overlay:
+    """Ancestral paths of the final particles: they coalesce (path degeneracy)."""
+    paths = result.lineage_paths[..., component]  # (T, L)
+    t = _times(result)
+    lines = hv.Path([np.column_stack([t, paths[:, i]]) for i in range(paths.shape[1])],
+                    [TIME, _state_dim(result, component)]).opts(
+        color=COLORS["smoother"], alpha=0.5, line_width=1
+    )
+    cloud = hv.Points(
+        (np.repeat(t, result.displayed_particles.shape[1]),
+         result.displayed_particles[..., component].reshape(-1)),
+        [TIME, _state_dim(result, component)],
+    ).opts(color=COLORS["particles"], size=1.5, alpha=0.15)
+    return hv.Overlay([cloud, lines]).opts(
+        title=f"Ancestral lines of {paths.shape[1]} final particles", **FIGURE
+    )
+
+
+def surviving_lineages_plot(result) -> hv.Curve:
+    """How many distinct ancestors at time t the N final particles have."""
+    return hv.Curve(
+        (_times(result), result.surviving_lineages), TIME,
+        hv.Dimension("lineages", label="distinct ancestors"),
+    ).opts(color=COLORS["smoother"], logy=True, title="Surviving ancestral lines", **FIGURE)
+
+
+def estimate_plot(result, kind: str = "filtering", component: int = 0) -> hv.Overlay:
+    """Mean ± 2 sd of the filtering or smoothing distribution against the exact answer."""
+    mean = getattr(result, f"{kind}_mean")[:, component]
+    sd = np.sqrt(np.maximum(getattr(result, f"{kind}_var")[:, component], 0))
+    t = _times(result)
+    x = _state_dim(result, component)
+    color = COLORS["filter"] if kind == "filtering" else COLORS["smoother"]
+    label = "particle filter" if kind == "filtering" else f"{result.smoother} smoother"
+    layers = [
+        hv.Spread((t, mean, 2 * sd), TIME, [x, "2sd"]).opts(color=color, alpha=0.25, line_alpha=0),
+        hv.Curve((t, mean), TIME, x, label=f"{label} (mean ± 2 sd)").opts(color=color, line_width=2),
+    ]
+    exact_mean = getattr(result, f"exact_{kind}_mean")
+    if exact_mean is not None:
+        exact_sd = np.sqrt(getattr(result, f"exact_{kind}_var")[:, component])
+        name = "Kalman filter" if kind == "filtering" else "RTS smoother"
+        exact = exact_mean[:, component]
+        layers += [
+            hv.Curve((t, exact), TIME, x, label=f"exact: {name}").opts(
+                color=COLORS["truth"], line_dash="dashed"
+            ),
+            hv.Curve((t, exact + 2 * exact_sd), TIME, x).opts(color=COLORS["truth"], line_dash="dotted"),
+            hv.Curve((t, exact - 2 * exact_sd), TIME, x).opts(color=COLORS["truth"], line_dash="dotted"),
+        ]
+    title = ("Filtering: p(x_t | y_0..y_t)" if kind == "filtering"
+             else "Smoothing: p(x_t | all data y_0..y_T)")
+    return hv.Overlay(layers).opts(title=title, **FIGURE)
+
+
+def evidence_plot(result) -> hv.Overlay:
+    """The running log-evidence estimate log Ẑ_{0:t}, as an error when log Z is known."""
+    t = _times(result)
+    if result.exact_log_evidence is None:
+        return hv.Curve((t, result.log_evidence), TIME, "log Ẑ", label="log Ẑ_{0:t}").opts(
+            color=COLORS["filter"], title="Running log-evidence estimate", **FIGURE
+        )
+    error = result.log_evidence - result.exact_log_evidence
+    return hv.Overlay([
+        hv.HLine(0).opts(color=COLORS["truth"], line_dash="dashed"),
+        hv.Curve((t, error), TIME, hv.Dimension("err", label="log Ẑ_{0:t} − log Z_{0:t}"),
+                 label="error of the particle estimate").opts(color=COLORS["filter"], line_width=2),
+    ]).opts(title="Log-evidence error against the Kalman filter (0 = exact)", **FIGURE)
+
+
+def replicates_plot(replicates) -> hv.Layout:
+    """Histograms of log Ẑ and Ẑ/Z over R replicates: Ẑ is unbiased, log Ẑ is not."""
+    reference = replicates.exact_log_evidence
+    known = reference is not None
+    if not known:  # no exact value: centre on the log of the replicate mean of Ẑ
+        reference = float(np.logaddexp.reduce(replicates.log_evidence) - np.log(replicates.log_evidence.size))
+    log_error = replicates.log_evidence - reference
+    ratio = np.exp(log_error)
+    zero_label = "log Z (exact)" if known else "log mean Ẑ"
+    log_hist = hv.Histogram(np.histogram(log_error, bins=30), hv.Dimension("e", label=f"log Ẑ − {zero_label}"))
+    left = (log_hist.opts(color=COLORS["filter"], alpha=0.6)
+            * hv.VLine(0).opts(color=COLORS["truth"], line_dash="dashed")
+            * hv.VLine(float(log_error.mean())).opts(color=COLORS["filter"], line_width=2)).opts(
+        title="log Ẑ: biased low (solid = mean, dashed = truth)", **FIGURE
+    )
+    upper = np.quantile(ratio, 0.99) if ratio.size > 20 else ratio.max()
+    ratio_hist = hv.Histogram(np.histogram(np.clip(ratio, 0, upper), bins=30),
+                              hv.Dimension("r", label="Ẑ / Z" if known else "Ẑ / mean Ẑ"))
+    right = (ratio_hist.opts(color=COLORS["smoother"], alpha=0.6)
+             * hv.VLine(1).opts(color=COLORS["truth"], line_dash="dashed")
+             * hv.VLine(float(ratio.mean())).opts(color=COLORS["smoother"], line_width=2)).opts(
+        title="Ẑ / Z: unbiased, mean 1 (solid = mean)", **FIGURE
+    )
+    return (left + right).cols(2)

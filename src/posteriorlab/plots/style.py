@@ -1,0 +1,12 @@
+"""The one place for figure defaults and the palette shared by every lab."""
+
+COLORS = {
+    "truth": "#222222",  # hidden states and exact answers
+    "data": "#d62728",  # observations
+    "particles": "#1f77b4",
+    "filter": "#1f77b4",
+    "smoother": "#9467bd",
+}
+
+FIGURE = dict(responsive=True, min_height=280, show_grid=True, toolbar="above",
+              legend_position="top_left")
