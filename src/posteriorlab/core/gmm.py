@@ -296,9 +296,7 @@ def sample(key: jax.Array, mixture: GaussianMixture, num_samples: int) -> jax.Ar
     dim = mixture.means.shape[-1]
     component = jax.random.categorical(key_component, mixture.log_weights, shape=(num_samples,))
     noise = jax.random.normal(key_noise, (num_samples, dim), dtype=mixture.means.dtype)
-    return mixture.means[component] + jnp.einsum(
-        "nij,nj->ni", mixture.chol_covs[component], noise
-    )
+    return mixture.means[component] + jnp.einsum("nij,nj->ni", mixture.chol_covs[component], noise)
 
 
 # --------------------------------------------------------------------------------------
@@ -317,8 +315,11 @@ def covariance(mixture: GaussianMixture) -> jax.Array:
     .. math::
 
         \operatorname{Cov}[x]
-        = \underbrace{\sum_k \pi_k \Sigma_k}_{\mathbb{E}[\operatorname{Cov}(x \mid k)]}
-        + \underbrace{\sum_k \pi_k (\mu_k - m)(\mu_k - m)^\top}_{\operatorname{Cov}(\mathbb{E}[x \mid k])}.
+        = \sum_k \pi_k \Sigma_k + \sum_k \pi_k (\mu_k - m)(\mu_k - m)^\top :
+
+    the average covariance within a component,
+    :math:`\mathbb{E}[\operatorname{Cov}(x \mid k)]`, plus the covariance of the
+    component means, :math:`\operatorname{Cov}(\mathbb{E}[x \mid k])`.
 
     The spread of the means is computed around :math:`m` rather than as
     :math:`\sum_k\pi_k\mu_k\mu_k^\top - mm^\top`, which would cancel catastrophically
@@ -451,9 +452,7 @@ def condition_on_linear_gaussian(mixture: GaussianMixture, A, noise_cov, y) -> G
         log_evidence = _log_normal_whitened(whitened, chol_s)
         return log_evidence, mean_k + gain_times_chol_s @ whitened, post_chol
 
-    log_evidence, post_means, post_chols = jax.vmap(one_component)(
-        mixture.means, mixture.chol_covs
-    )
+    log_evidence, post_means, post_chols = jax.vmap(one_component)(mixture.means, mixture.chol_covs)
     unnormalised = mixture.log_weights + log_evidence
     return GaussianMixture(
         log_weights=unnormalised - logsumexp(unnormalised),
@@ -560,8 +559,7 @@ def _check_weights(weights: np.ndarray, atol: float) -> None:
         hint = (
             "no component has positive weight; give at least one a positive weight"
             if total == 0
-            else "divide them by their sum, weights / sum(weights), if they are "
-            "relative sizes"
+            else "divide them by their sum, weights / sum(weights), if they are relative sizes"
         )
         raise ValueError(
             f"weights {np.array2string(weights, precision=6)} sum to {total:.8g}, not 1 "

@@ -117,11 +117,9 @@ def build_model(kind: str, rho, sigma_x, sigma_y):
     if kind == "linear_gaussian_2d":
         return models.linear_gaussian_2d(rho=rho, sigma_x=sigma_x, sigma_y=sigma_y)
     if kind == "stochastic_volatility":
-        return models.StochasticVolatilitySSM.default(rho=rho, sigma=sigma_x)
+        return models.StochasticVolatilitySSM(rho=rho, sigma=sigma_x)
     if kind == "growth":
-        return models.GrowthModelSSM.default(
-            transition_var=sigma_x**2, observation_var=sigma_y**2
-        )
+        return models.GrowthModelSSM(transition_var=sigma_x**2, observation_var=sigma_y**2)
     raise ValueError(f"unknown model {kind!r}; choose one of {sorted(MODEL_LABELS.values())}")
 
 
@@ -137,27 +135,32 @@ def simulate_data(key, kind, rho, sigma_x, sigma_y, *, num_steps):
     return build_model(kind, rho, sigma_x, sigma_y).simulate(key, num_steps)
 
 
-def _weighted_moments(log_weights, values):
-    """Σ W v and Σ W (v − mean)² along the particle axis, for W = exp(log_weights)."""
-    weights = jnp.exp(log_weights)[..., None]
-    mean = jnp.sum(weights * values, axis=-2)
-    var = jnp.sum(weights * (values - mean[..., None, :]) ** 2, axis=-2)
-    return mean, var
+def marginal_moments_functional(num_steps: int) -> smoothing.AdditiveFunctional:
+    """The additive functional whose smoothing expectation holds E[x_s | y] and E[x_s² | y].
+
+    It is :func:`smoothing.marginal_means_functional` applied to the vector (x, x²), so one
+    PaRIS pass gives every smoothed mean and variance at linear cost in N.
+    """
+    means = smoothing.marginal_means_functional(num_steps)
+    return smoothing.AdditiveFunctional(
+        initial=lambda x: means.initial(jnp.concatenate([x, x**2])),
+        increment=lambda t, x_prev, x: means.increment(t, x_prev, jnp.concatenate([x, x**2])),
+    )
 
 
 def _smoothed_moments(key, model, info, smoother):
-    """Smoothed marginal means and variances E[x_t | y_{0:T}] by the chosen smoother."""
+    """Smoothed marginal means and variances of x_t given all the data, by ``smoother``."""
     if smoother == "ffbsm":
         log_smoothing_weights = smoothing.ffbsm_marginals(model, info)
-        return _weighted_moments(log_smoothing_weights, info.particles)
+        return smoothing.marginal_moments(info.particles, log_smoothing_weights)
     if smoother == "genealogy":
         paths, log_weights = smoothing.genealogy_smoother(info)
-        return _weighted_moments(log_weights, paths)
-    num_steps = info.particles.shape[0]
-    first_and_second = smoothing.marginal_moments_functional(num_steps)
-    estimates, _ = smoothing.paris(key, model, info, first_and_second)
-    mean, second_moment = estimates[-1]
-    return mean, second_moment - mean**2
+        num_steps = paths.shape[0]
+        return smoothing.marginal_moments(paths, jnp.broadcast_to(log_weights, (num_steps, log_weights.size)))
+    num_steps, _, state_dim = info.particles.shape
+    estimate = smoothing.paris(key, model, info, marginal_moments_functional(num_steps)).estimate
+    mean, second_moment = estimate[:, :state_dim], estimate[:, state_dim:]
+    return smoothing.MarginalMoments(means=mean, variances=second_moment - mean**2)
 
 
 @functools.partial(
@@ -174,25 +177,24 @@ def filter_and_smooth(
         key_filter, model, observations, num_particles,
         resampling=resampling, proposal=proposal, ess_threshold=ess_threshold, annealing=annealing,
     )
-    filtering_mean, filtering_var = _weighted_moments(info.log_weights, info.particles)
-    smoothing_mean, smoothing_var = _smoothed_moments(key_smooth, model, info, smoother)
+    filtered = smoothing.marginal_moments(info.particles, info.log_weights)
+    smoothed = _smoothed_moments(key_smooth, model, info, smoother)
     shown = jax.random.permutation(key_display, num_particles)[:DISPLAYED_PARTICLES]
-    lineages = filtering.trace_lineages(info.ancestors)[:, shown[:DISPLAYED_LINEAGES]]
-    lineage_paths = jnp.take_along_axis(info.particles, lineages[..., None], axis=1)
+    lineage_paths = smoothing.genealogy_smoother(info).paths[:, shown[:DISPLAYED_LINEAGES]]
     return dict(
         displayed_particles=info.particles[:, shown],
         displayed_weights=jnp.exp(info.log_weights[:, shown]),
         ess=info.ess, resampled=info.resampled, temperature=info.temperature,
         lineage_paths=lineage_paths,
         surviving_lineages=filtering.count_surviving_lineages(info.ancestors),
-        filtering_mean=filtering_mean, filtering_var=filtering_var,
-        smoothing_mean=smoothing_mean, smoothing_var=smoothing_var,
+        filtering_mean=filtered.means, filtering_var=filtered.variances,
+        smoothing_mean=smoothed.means, smoothing_var=smoothed.variances,
         log_evidence=info.log_evidence,
     )
 
 
-def _final_log_evidence(info):
-    return info.log_evidence[-1]
+def _running_log_evidence(info):
+    return info.log_evidence
 
 
 @functools.partial(
@@ -206,9 +208,9 @@ def replicate_log_evidence(
     run_one = functools.partial(
         filtering.run, model=model, observations=observations, num_particles=num_particles,
         resampling=resampling, proposal=proposal, ess_threshold=ess_threshold,
-        annealing=annealing, record=_final_log_evidence,
+        annealing=annealing, record=_running_log_evidence,
     )
-    return jax.vmap(lambda k: run_one(k))(jax.random.split(key, num_replicates))
+    return jax.vmap(lambda k: run_one(k)[-1])(jax.random.split(key, num_replicates))
 
 
 @jax.jit
@@ -321,7 +323,7 @@ class SMCLab(param.Parameterized):
         super().__init__(**params)
         if compute:
             self.update()
-        self.param.watch(lambda _: self.update(), list(self.INPUTS))
+        self.param.watch(lambda *_events: self.update(), list(self.INPUTS))
 
     # ----------------------------------------------------------------- validation
     def problems(self) -> list[str]:

@@ -12,7 +12,7 @@ answers) is black and dashed, particle estimates are coloured.
 import holoviews as hv
 import numpy as np
 
-from posteriorlab.plots.style import COLORS, FIGURE
+from posteriorlab.plots.style import COLORS, FIGURE, OVERLAY
 
 TIME = hv.Dimension("t", label="time step t")
 
@@ -39,7 +39,7 @@ def data_plot(result, component: int = 0) -> hv.Overlay:
         layers.insert(0, hv.Curve((t, result.states[:, component]), TIME, x, label="hidden state x_t")
                       .opts(color=COLORS["truth"], line_width=1.5))
     return hv.Overlay(layers).opts(title="Data: what the filter sees (dots) and the hidden truth",
-                                   **FIGURE)
+                                   **OVERLAY)
 
 
 def particle_cloud_plot(result, component: int = 0) -> hv.Overlay:
@@ -60,7 +60,7 @@ def particle_cloud_plot(result, component: int = 0) -> hv.Overlay:
                                _state_dim(result, component), label="hidden state x_t")
                       .opts(color=COLORS["truth"], line_dash="dashed"))
     title = f"Particle cloud ({shown} of N = {result.num_particles} shown; size ∝ weight)"
-    return hv.Overlay(layers).opts(title=title, **FIGURE)
+    return hv.Overlay(layers).opts(title=title, **OVERLAY)
 
 
 def _mean_curve(values, label, color):
@@ -84,7 +84,7 @@ def ess_plot(result) -> hv.Overlay:
         layers.append(hv.Curve((t, 1 / result.temperature), TIME, ess_dim,
                                label="1 / annealing temperature").opts(color=COLORS["smoother"]))
     return hv.Overlay(layers).opts(
-        title=f"Effective sample size (resampled at {resampled.size} of {t.size} steps)", **FIGURE
+        title=f"Effective sample size (resampled at {resampled.size} of {t.size} steps)", **OVERLAY
     )
 
 
@@ -140,7 +140,7 @@ def estimate_plot(result, kind: str = "filtering", component: int = 0) -> hv.Ove
         ]
     title = ("Filtering: p(x_t | y_0..y_t)" if kind == "filtering"
              else "Smoothing: p(x_t | all data y_0..y_T)")
-    return hv.Overlay(layers).opts(title=title, **FIGURE)
+    return hv.Overlay(layers).opts(title=title, **OVERLAY)
 
 
 def evidence_plot(result) -> hv.Overlay:
@@ -155,30 +155,33 @@ def evidence_plot(result) -> hv.Overlay:
         hv.HLine(0).opts(color=COLORS["truth"], line_dash="dashed"),
         hv.Curve((t, error), TIME, hv.Dimension("err", label="log Ẑ_{0:t} − log Z_{0:t}"),
                  label="error of the particle estimate").opts(color=COLORS["filter"], line_width=2),
-    ]).opts(title="Log-evidence error against the Kalman filter (0 = exact)", **FIGURE)
+    ]).opts(title="Log-evidence error against the Kalman filter (0 = exact)", **OVERLAY)
 
 
-def replicates_plot(replicates) -> hv.Layout:
-    """Histograms of log Ẑ and Ẑ/Z over R replicates: Ẑ is unbiased, log Ẑ is not."""
-    reference = replicates.exact_log_evidence
-    known = reference is not None
-    if not known:  # no exact value: centre on the log of the replicate mean of Ẑ
-        reference = float(np.logaddexp.reduce(replicates.log_evidence) - np.log(replicates.log_evidence.size))
-    log_error = replicates.log_evidence - reference
-    ratio = np.exp(log_error)
-    zero_label = "log Z (exact)" if known else "log mean Ẑ"
-    log_hist = hv.Histogram(np.histogram(log_error, bins=30), hv.Dimension("e", label=f"log Ẑ − {zero_label}"))
-    left = (log_hist.opts(color=COLORS["filter"], alpha=0.6)
+def log_evidence_histogram(log_evidence, summary) -> hv.Overlay:
+    """Histogram of log Ẑ − log Z over R replicates: centred below 0 (Jensen's inequality).
+
+    ``summary`` is a :class:`posteriorlab.labs.smc.ReplicateSummary` of ``log_evidence``.
+    """
+    log_error = log_evidence - summary.reference
+    zero_label = "log Z (exact)" if summary.exact else "log mean Ẑ"
+    histogram = hv.Histogram(np.histogram(log_error, bins=30),
+                             hv.Dimension("e", label=f"log Ẑ − {zero_label}"))
+    return (histogram.opts(color=COLORS["filter"], alpha=0.6)
             * hv.VLine(0).opts(color=COLORS["truth"], line_dash="dashed")
-            * hv.VLine(float(log_error.mean())).opts(color=COLORS["filter"], line_width=2)).opts(
-        title="log Ẑ: biased low (solid = mean, dashed = truth)", **FIGURE
+            * hv.VLine(summary.mean_log_error).opts(color=COLORS["filter"], line_width=2)).opts(
+        title="log Ẑ is biased low (solid: mean; dashed: truth)", **FIGURE
     )
+
+
+def evidence_ratio_histogram(log_evidence, summary) -> hv.Overlay:
+    """Histogram of Ẑ / Z over R replicates: its mean is 1 (Ẑ is unbiased)."""
+    ratio = np.exp(log_evidence - summary.reference)
     upper = np.quantile(ratio, 0.99) if ratio.size > 20 else ratio.max()
-    ratio_hist = hv.Histogram(np.histogram(np.clip(ratio, 0, upper), bins=30),
-                              hv.Dimension("r", label="Ẑ / Z" if known else "Ẑ / mean Ẑ"))
-    right = (ratio_hist.opts(color=COLORS["smoother"], alpha=0.6)
-             * hv.VLine(1).opts(color=COLORS["truth"], line_dash="dashed")
-             * hv.VLine(float(ratio.mean())).opts(color=COLORS["smoother"], line_width=2)).opts(
-        title="Ẑ / Z: unbiased, mean 1 (solid = mean)", **FIGURE
+    histogram = hv.Histogram(np.histogram(np.clip(ratio, 0, upper), bins=30),
+                             hv.Dimension("r", label="Ẑ / Z" if summary.exact else "Ẑ / mean Ẑ"))
+    return (histogram.opts(color=COLORS["smoother"], alpha=0.6)
+            * hv.VLine(1).opts(color=COLORS["truth"], line_dash="dashed")
+            * hv.VLine(summary.mean_ratio).opts(color=COLORS["smoother"], line_width=2)).opts(
+        title="Ẑ / Z is unbiased: mean 1 (solid: mean; dashed: 1)", **FIGURE
     )
-    return (left + right).cols(2)

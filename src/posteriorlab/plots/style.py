@@ -8,5 +8,5 @@ COLORS = {
     "smoother": "#9467bd",
 }
 
-FIGURE = dict(responsive=True, min_height=280, show_grid=True, toolbar="above",
-              legend_position="top_left")
+FIGURE = dict(responsive=True, min_height=280, show_grid=True, toolbar="above")
+OVERLAY = dict(FIGURE, legend_position="top_left")

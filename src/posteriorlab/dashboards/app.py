@@ -1,0 +1,105 @@
+"""The multi-page Panel server behind ``posteriorlab serve``.
+
+Each page is a function, called once per browser session, that builds a fresh lab and
+dashboard: nothing a student changes is shared with another session. Heavy programs are
+compiled once per process (and cached on disk across restarts) by a warm-up that runs in
+the background as the server starts.
+"""
+
+import pathlib
+import threading
+
+import panel as pn
+
+from posteriorlab.dashboards.smc import URL_PARAMETERS, SMCDashboard
+from posteriorlab.labs.smc import RESAMPLING_LABELS, SMCLab
+
+ASSETS = pathlib.Path(__file__).parent / "assets"
+
+LABS = {
+    "smc": {
+        "title": "Sequential Monte Carlo",
+        "summary": (
+            "Filter a state-space model with particles. Change N, the resampling scheme, "
+            "the ESS threshold and entropic annealing; watch the particle cloud, the ESS, the "
+            "genealogy collapse, PaRIS and FFBSm smoothing, and the log-evidence against the "
+            "exact Kalman answer."
+        ),
+        "thumbnail": "smc.png",
+    },
+}
+
+ACCENT = "#1f77b4"
+
+
+def _configure() -> None:
+    # Sliders recompute on release, not on every pixel of a drag.
+    pn.config.throttled = True
+
+
+def _navigation(current: str) -> pn.pane.Markdown:
+    links = ["[Home](./)"] + [
+        f"**{lab['title']}**" if name == current else f"[{lab['title']}](./{name})"
+        for name, lab in LABS.items()
+    ]
+    return pn.pane.Markdown(" · ".join(links), styles={"color": "white"}, margin=(0, 20))
+
+
+def landing_page():
+    """The front page: what each lab teaches, with a picture and a link."""
+    _configure()
+    cards = []
+    for name, lab in LABS.items():
+        thumbnail = ASSETS / lab["thumbnail"]
+        picture = pn.pane.PNG(str(thumbnail), width=420) if thumbnail.exists() else None
+        cards.append(pn.Card(
+            *[part for part in (picture, pn.pane.Markdown(
+                f"{lab['summary']}\n\n**[Open the {lab['title']} lab →](./{name})**"
+            )) if part is not None],
+            title=lab["title"], collapsible=False, width=460,
+        ))
+    intro = pn.pane.Markdown(
+        "## Approximate Bayesian inference you can see\n\n"
+        "Each lab runs a real inference algorithm (in JAX) live as you move its controls, "
+        "and draws the **exact answer** beside the approximation wherever one exists. Every "
+        "view's settings live in its URL: copy the address to share exactly what you see."
+    )
+    return pn.template.FastListTemplate(
+        title="posteriorlab", main=[intro, pn.FlexBox(*cards)], accent=ACCENT,
+        header=[_navigation("")],
+    )
+
+
+def smc_page():
+    """The SMC lab, its state mirrored in the URL (e.g. ``/smc?N=1000&seed=3``)."""
+    _configure()
+    lab = SMCLab()
+    if pn.state.location is not None:
+        pn.state.location.sync(lab, URL_PARAMETERS)
+    dashboard = SMCDashboard(lab=lab)
+    return pn.template.FastListTemplate(
+        title=f"posteriorlab · {LABS['smc']['title']}", sidebar=[dashboard.controls],
+        main=[dashboard.main], accent=ACCENT, header=[_navigation("smc")], sidebar_width=340,
+    )
+
+
+PAGES = {"/": landing_page, "/smc": smc_page}
+
+
+def warm_up() -> None:
+    """Compile the default programs of every lab (one run per resampling scheme)."""
+    for scheme in RESAMPLING_LABELS.values():
+        SMCLab(resampling=scheme)
+
+
+def serve(*, port: int, address: str, websocket_origin, num_procs: int = 1, prefix: str = "",
+          show: bool = False, warmup: bool = True) -> None:
+    """Start the server and block; warm-up runs in a background thread."""
+    if warmup and num_procs == 1:
+        threading.Thread(target=warm_up, name="posteriorlab-warmup", daemon=True).start()
+    pn.serve(
+        {path.strip("/") or "/": page for path, page in PAGES.items()},
+        port=port, address=address, websocket_origin=websocket_origin, num_procs=num_procs,
+        prefix=prefix, show=show, title={"/": "posteriorlab", "smc": "posteriorlab · SMC"},
+        static_dirs={"assets": str(ASSETS)}, threaded=False,
+    )

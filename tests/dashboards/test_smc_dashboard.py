@@ -1,0 +1,56 @@
+"""The SMC dashboard renders to Bokeh models and follows its lab, without a browser."""
+
+import panel as pn
+import pytest
+from bokeh.document import Document
+
+from posteriorlab.dashboards import app
+from posteriorlab.dashboards.smc import SMCDashboard, evidence_summary, replicates_summary
+from posteriorlab.labs.smc import SMCLab
+
+SMALL = dict(num_particles=64, num_steps=20, replicates=20)
+
+
+@pytest.fixture
+def dashboard():
+    return SMCDashboard(lab=SMCLab(**SMALL))
+
+
+def find(layout, name):
+    return next(obj for obj in layout.select(lambda o: getattr(o, "name", None) == name))
+
+
+def test_renders_to_a_bokeh_document(dashboard):
+    root = pn.panel(dashboard).get_root(Document())
+    assert root.select_one({"type": "Tabs"}) is not None or root is not None
+
+
+def test_summary_follows_the_lab(dashboard):
+    lab = dashboard.lab
+    before = evidence_summary(lab.result)
+    assert "exact log Z (Kalman)" in before
+    lab.num_particles = 256
+    assert evidence_summary(lab.result) != before
+    assert "N = 256" in replicates_summary(lab.replicate_result)
+
+
+def test_error_alert_shows_the_message_and_hides_when_fixed(dashboard):
+    alert = find(dashboard.main, "error")
+    assert not alert.visible
+    dashboard.lab.num_particles = 0
+    assert alert.visible
+    assert "N = 0" in alert.object
+    dashboard.lab.num_particles = 64
+    assert not alert.visible
+
+
+def test_controls_hide_parameters_the_model_ignores(dashboard):
+    dashboard.lab.model = "growth"
+    assert dashboard.lab.param["rho"].precedence < 0
+    dashboard.lab.model = "linear_gaussian_1d"
+    assert dashboard.lab.param["rho"].precedence > 0
+
+
+@pytest.mark.parametrize("page", [app.landing_page, app.smc_page])
+def test_pages_render(page):
+    page().server_doc(Document())

@@ -1,0 +1,120 @@
+"""The SMC lab without a browser: parameters in, results and messages out."""
+
+import math
+
+import numpy as np
+import pytest
+
+from posteriorlab.labs import smc as smc_lab
+from posteriorlab.labs.smc import SMCLab, summarize_replicates
+
+FIVE_STEP_DATA = "0.5, -0.3, 1.2, 0.8, -0.1"
+FIVE_STEP_LOG_Z = -7.169735  # Kalman, rho = 0.9, sigma_x = 1, sigma_y = 0.2 (research §2a)
+
+SMALL = dict(num_particles=64, num_steps=20, replicates=20)
+
+
+@pytest.fixture
+def lab():
+    return SMCLab(**SMALL)
+
+
+def test_default_lab_has_results_and_the_exact_answer(lab):
+    result = lab.result
+    assert lab.error == ""
+    assert result.displayed_particles.shape == (20, 64, 1)
+    assert result.exact_log_evidence.shape == (20,)
+    assert np.all(np.isfinite(result.log_evidence))
+    assert lab.replicate_result.log_evidence.shape == (20,)
+    assert lab.replicate_result.exact_log_evidence == pytest.approx(result.exact_log_evidence[-1])
+
+
+def test_typed_observations_reproduce_the_kalman_evidence(lab):
+    lab.observations_text = FIVE_STEP_DATA
+    assert lab.error == ""
+    assert lab.result.exact_log_evidence[-1] == pytest.approx(FIVE_STEP_LOG_Z, abs=1e-6)
+    assert np.isnan(lab.result.states).all()  # typed data have no known hidden states
+
+
+def test_changing_a_control_recomputes(lab):
+    before = lab.result
+    lab.num_particles = 128
+    assert lab.result is not before
+    assert lab.result.num_particles == 128
+    lab.resampling = "multinomial"
+    assert lab.error == ""
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"num_particles": 0}, "N = 0"),
+        ({"num_particles": -5}, "N = -5"),
+        ({"num_particles": 10**9}, "more than this lab allows"),
+        ({"sigma_y": -1.0}, "must be positive"),
+        ({"sigma_x": 0.0}, "must be positive"),
+        ({"sigma_y": math.nan}, "not a number"),
+        ({"rho": 1.5}, "|ρ| < 1"),
+        ({"ess_threshold": 2.0}, "[0, 1]"),
+        ({"observations_text": "0.1, nan, 0.3"}, "finite"),
+        ({"observations_text": "0.1, abc"}, "'abc'"),
+        ({"model": "stochastic_volatility", "proposal": "guided"}, "bootstrap"),
+        ({"smoother": "ffbsm", "num_particles": 5000}, "PaRIS"),
+    ],
+)
+def test_bad_input_is_explained_and_the_last_result_kept(lab, settings, message):
+    good_result, good_replicates = lab.result, lab.replicate_result
+    lab.param.update(**settings)
+    assert message in lab.error
+    assert lab.result is good_result
+    assert lab.replicate_result is good_replicates
+    lab.param.update(**{**{name: SMCLab.param[name].default for name in settings}, **SMALL})
+    assert lab.error == ""
+
+
+def test_unused_parameters_are_not_validated():
+    lab = SMCLab(model="stochastic_volatility", sigma_y=-1.0, **SMALL)
+    assert lab.error == ""  # σ_y plays no part in the stochastic volatility model
+
+
+def test_vanishing_weights_are_reported_with_the_step():
+    log_evidence = np.array([-1.0, -2.0, -np.inf, np.nan])
+    with pytest.raises(FloatingPointError, match="t = 2"):
+        smc_lab.check_finite(log_evidence, np.ones(4))
+    smc_lab.check_finite(log_evidence[:2], np.ones(2))
+
+
+def test_continuous_controls_never_recompile(lab):
+    compiled = smc_lab.filter_and_smooth._cache_size()
+    replicates = smc_lab.replicate_log_evidence._cache_size()
+    for settings in ({"rho": 0.5}, {"sigma_x": 2.0}, {"sigma_y": 0.7}, {"ess_threshold": 0.9},
+                     {"annealing": 1}, {"annealing_trigger": 0.3}, {"seed": 4}, {"data_seed": 9}):
+        lab.param.update(**settings)
+        assert lab.error == ""
+    assert smc_lab.filter_and_smooth._cache_size() == compiled
+    assert smc_lab.replicate_log_evidence._cache_size() == replicates
+
+
+def test_every_model_scheme_and_smoother_runs():
+    lab = SMCLab(**SMALL)
+    for model in smc_lab.MODEL_LABELS.values():
+        for smoother in smc_lab.SMOOTHER_LABELS.values():
+            lab.param.update(model=model, smoother=smoother)
+            assert lab.error == "", (model, smoother, lab.error)
+            assert np.all(np.isfinite(lab.result.smoothing_mean))
+    for scheme in smc_lab.RESAMPLING_LABELS.values():
+        lab.param.update(model="linear_gaussian_1d", resampling=scheme, proposal="guided")
+        assert lab.error == ""
+
+
+def test_replicate_summary_of_a_known_sample():
+    log_z = -3.0
+    errors = np.log(np.array([0.5, 1.0, 1.5]))
+    summary = summarize_replicates(
+        smc_lab.ReplicateResult(log_evidence=log_z + errors, exact_log_evidence=log_z,
+                                num_particles=10, seconds=0.0)
+    )
+    assert summary.mean_ratio == pytest.approx(1.0)
+    assert summary.ratio_standard_error == pytest.approx(0.5 / np.sqrt(3))
+    assert summary.mean_log_error == pytest.approx(errors.mean())
+    assert summary.jensen_prediction == pytest.approx(-errors.var(ddof=1) / 2)
