@@ -4,8 +4,13 @@ Tests run JAX in float64 so that exact oracles (Kalman, closed-form mixtures) ca
 compared to many digits; the served app runs in float32.
 """
 
-import jax
-import pytest
+import os
+
+# Before numpy/jax load BLAS: one thread per test worker (see posteriorlab.cli.main).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 

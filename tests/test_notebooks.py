@@ -1,6 +1,5 @@
 """Every teaching notebook runs top to bottom (with small sizes) and is stored without outputs."""
 
-import os
 import pathlib
 
 import nbformat
@@ -20,8 +19,16 @@ def test_notebook_is_stored_without_outputs(path):
 def test_notebook_executes(path, monkeypatch):
     monkeypatch.setenv("POSTERIORLAB_SMALL", "1")
     notebook = nbformat.read(path, as_version=4)
-    NotebookClient(notebook, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
-    errors = [output for cell in notebook.cells for output in cell.get("outputs", [])
-              if output.get("output_type") == "error"]
+    NotebookClient(
+        notebook,
+        timeout=600,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent)}},
+    ).execute()
+    errors = [
+        output
+        for cell in notebook.cells
+        for output in cell.get("outputs", [])
+        if output.get("output_type") == "error"
+    ]
     assert not errors

@@ -70,6 +70,9 @@ def serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # One BLAS thread per process: the compiled programs call small LAPACK kernels every
+    # step, and a multi-threaded BLAS on a busy 2-core machine spends its time waiting.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         serve(args)

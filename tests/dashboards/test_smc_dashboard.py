@@ -48,7 +48,7 @@ def test_controls_hide_parameters_the_model_ignores(dashboard):
     dashboard.lab.model = "growth"
     assert dashboard.lab.param["rho"].precedence < 0
     dashboard.lab.model = "linear_gaussian_1d"
-    assert dashboard.lab.param["rho"].precedence > 0
+    assert dashboard.lab.param["rho"].precedence is None
 
 
 @pytest.mark.parametrize("page", [app.landing_page, app.smc_page])

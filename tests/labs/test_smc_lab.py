@@ -87,8 +87,16 @@ def test_vanishing_weights_are_reported_with_the_step():
 def test_continuous_controls_never_recompile(lab):
     compiled = smc_lab.filter_and_smooth._cache_size()
     replicates = smc_lab.replicate_log_evidence._cache_size()
-    for settings in ({"rho": 0.5}, {"sigma_x": 2.0}, {"sigma_y": 0.7}, {"ess_threshold": 0.9},
-                     {"annealing": 1}, {"annealing_trigger": 0.3}, {"seed": 4}, {"data_seed": 9}):
+    for settings in (
+        {"rho": 0.5},
+        {"sigma_x": 2.0},
+        {"sigma_y": 0.7},
+        {"ess_threshold": 0.9},
+        {"annealing": 1},
+        {"annealing_trigger": 0.3},
+        {"seed": 4},
+        {"data_seed": 9},
+    ):
         lab.param.update(**settings)
         assert lab.error == ""
     assert smc_lab.filter_and_smooth._cache_size() == compiled
@@ -111,8 +119,9 @@ def test_replicate_summary_of_a_known_sample():
     log_z = -3.0
     errors = np.log(np.array([0.5, 1.0, 1.5]))
     summary = summarize_replicates(
-        smc_lab.ReplicateResult(log_evidence=log_z + errors, exact_log_evidence=log_z,
-                                num_particles=10, seconds=0.0)
+        smc_lab.ReplicateResult(
+            log_evidence=log_z + errors, exact_log_evidence=log_z, num_particles=10, seconds=0.0
+        )
     )
     assert summary.mean_ratio == pytest.approx(1.0)
     assert summary.ratio_standard_error == pytest.approx(0.5 / np.sqrt(3))

@@ -30,6 +30,10 @@ LABS = {
 }
 
 ACCENT = "#1f77b4"
+# The Bootstrap template fetches nothing from outside the server (the Fast one loads a
+# web font), so a page loads at full speed on a network without the public font hosts.
+TEMPLATE = pn.template.BootstrapTemplate
+TEMPLATE_STYLE = dict(header_background=ACCENT)
 
 
 def _configure() -> None:
@@ -52,20 +56,33 @@ def landing_page():
     for name, lab in LABS.items():
         thumbnail = ASSETS / lab["thumbnail"]
         picture = pn.pane.PNG(str(thumbnail), width=420) if thumbnail.exists() else None
-        cards.append(pn.Card(
-            *[part for part in (picture, pn.pane.Markdown(
-                f"{lab['summary']}\n\n**[Open the {lab['title']} lab →](./{name})**"
-            )) if part is not None],
-            title=lab["title"], collapsible=False, width=460,
-        ))
+        cards.append(
+            pn.Card(
+                *[
+                    part
+                    for part in (
+                        picture,
+                        pn.pane.Markdown(
+                            f"{lab['summary']}\n\n**[Open the {lab['title']} lab →](./{name})**"
+                        ),
+                    )
+                    if part is not None
+                ],
+                title=lab["title"],
+                collapsible=False,
+                width=460,
+            )
+        )
     intro = pn.pane.Markdown(
         "## Approximate Bayesian inference you can see\n\n"
         "Each lab runs a real inference algorithm (in JAX) live as you move its controls, "
         "and draws the **exact answer** beside the approximation wherever one exists. Every "
         "view's settings live in its URL: copy the address to share exactly what you see."
     )
-    return pn.template.FastListTemplate(
-        title="posteriorlab", main=[intro, pn.FlexBox(*cards)], accent=ACCENT,
+    return TEMPLATE(
+        title="posteriorlab",
+        main=[intro, pn.FlexBox(*cards)],
+        **TEMPLATE_STYLE,
         header=[_navigation("")],
     )
 
@@ -73,13 +90,17 @@ def landing_page():
 def smc_page():
     """The SMC lab, its state mirrored in the URL (e.g. ``/smc?N=1000&seed=3``)."""
     _configure()
-    lab = SMCLab()
+    lab = SMCLab(run_later=lambda function: pn.state.execute(function, schedule=True))
     if pn.state.location is not None:
         pn.state.location.sync(lab, URL_PARAMETERS)
     dashboard = SMCDashboard(lab=lab)
-    return pn.template.FastListTemplate(
-        title=f"posteriorlab · {LABS['smc']['title']}", sidebar=[dashboard.controls],
-        main=[dashboard.main], accent=ACCENT, header=[_navigation("smc")], sidebar_width=340,
+    return TEMPLATE(
+        title=f"posteriorlab · {LABS['smc']['title']}",
+        sidebar=[dashboard.controls],
+        main=[dashboard.main],
+        **TEMPLATE_STYLE,
+        header=[_navigation("smc")],
+        sidebar_width=340,
     )
 
 
@@ -92,14 +113,28 @@ def warm_up() -> None:
         SMCLab(resampling=scheme)
 
 
-def serve(*, port: int, address: str, websocket_origin, num_procs: int = 1, prefix: str = "",
-          show: bool = False, warmup: bool = True) -> None:
+def serve(
+    *,
+    port: int,
+    address: str,
+    websocket_origin,
+    num_procs: int = 1,
+    prefix: str = "",
+    show: bool = False,
+    warmup: bool = True,
+) -> None:
     """Start the server and block; warm-up runs in a background thread."""
     if warmup and num_procs == 1:
         threading.Thread(target=warm_up, name="posteriorlab-warmup", daemon=True).start()
     pn.serve(
         {path.strip("/") or "/": page for path, page in PAGES.items()},
-        port=port, address=address, websocket_origin=websocket_origin, num_procs=num_procs,
-        prefix=prefix, show=show, title={"/": "posteriorlab", "smc": "posteriorlab · SMC"},
-        static_dirs={"assets": str(ASSETS)}, threaded=False,
+        port=port,
+        address=address,
+        websocket_origin=websocket_origin,
+        num_procs=num_procs,
+        prefix=prefix,
+        show=show,
+        title={"/": "posteriorlab", "smc": "posteriorlab · SMC"},
+        static_dirs={"assets": str(ASSETS)},
+        threaded=False,
     )

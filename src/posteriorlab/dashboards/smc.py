@@ -14,8 +14,15 @@ from posteriorlab.labs.smc import SMCLab, summarize_replicates, uses_parameter
 from posteriorlab.plots import smc as figures
 
 CONTROL_GROUPS = {
-    "Model and data": ["model", "rho", "sigma_x", "sigma_y", "num_steps", "data_seed",
-                       "observations_text"],
+    "Model and data": [
+        "model",
+        "rho",
+        "sigma_x",
+        "sigma_y",
+        "num_steps",
+        "data_seed",
+        "observations_text",
+    ],
     "Particle filter": ["num_particles", "resampling", "ess_threshold", "proposal", "seed"],
     "Entropic annealing": ["annealing", "annealing_trigger", "annealing_early_phase"],
     "Smoothing and replicates": ["smoother", "replicates"],
@@ -31,16 +38,29 @@ WIDGETS = {
     "num_particles": {"type": pn.widgets.IntInput, "step": 100},
     "data_seed": pn.widgets.IntInput,
     "seed": pn.widgets.IntInput,
-    "observations_text": {"type": pn.widgets.TextAreaInput, "placeholder": "e.g. 0.5, -0.3, 1.2",
-                          "height": 70},
+    "observations_text": {
+        "type": pn.widgets.TextAreaInput,
+        "placeholder": "e.g. 0.5, -0.3, 1.2",
+        "height": 70,
+    },
 }
 
 # Parameters mirrored in the page's URL so that a shared link reproduces the view.
 URL_PARAMETERS = {
-    "model": "model", "rho": "rho", "sigma_x": "sigma_x", "sigma_y": "sigma_y",
-    "num_steps": "T", "data_seed": "data_seed", "num_particles": "N",
-    "resampling": "resampling", "ess_threshold": "ess", "annealing": "annealing",
-    "proposal": "proposal", "smoother": "smoother", "seed": "seed", "replicates": "R",
+    "model": "model",
+    "rho": "rho",
+    "sigma_x": "sigma_x",
+    "sigma_y": "sigma_y",
+    "num_steps": "T",
+    "data_seed": "data_seed",
+    "num_particles": "N",
+    "resampling": "resampling",
+    "ess_threshold": "ess",
+    "annealing": "annealing",
+    "proposal": "proposal",
+    "smoother": "smoother",
+    "seed": "seed",
+    "replicates": "R",
 }
 
 INTRO = """
@@ -53,15 +73,15 @@ drawn dashed in black beside every particle estimate.
 
 TAB_TEXT = {
     "Particles": "Each dot is a particle, its size its weight. Watch the ESS fall as weights "
-                 "concentrate, and jump back to N after each resampling.",
+    "concentrate, and jump back to N after each resampling.",
     "Genealogy": "Trace each final particle back to its ancestors: resampling kills lines, so "
-                 "the paths coalesce into a few. This *path degeneracy* is why smoothing by the "
-                 "genealogy is poor and backward smoothers (FFBSm, PaRIS) exist.",
+    "the paths coalesce into a few. This *path degeneracy* is why smoothing by the "
+    "genealogy is poor and backward smoothers (FFBSm, PaRIS) exist.",
     "Estimates": "Mean ± 2 standard deviations of the particle approximations of the filtering "
-                 "and smoothing distributions; dashed black: the exact Kalman/RTS answer.",
+    "and smoothing distributions; dashed black: the exact Kalman/RTS answer.",
     "Evidence": "The particle filter also estimates the evidence Z = p(y_0..y_T). Ẑ is "
-                "unbiased, but log Ẑ is biased low by about Var(log Ẑ)/2 (Jensen's inequality). "
-                "The replicates run R independent filters on the same data to show both.",
+    "unbiased, but log Ẑ is biased low by about Var(log Ẑ)/2 (Jensen's inequality). "
+    "The replicates run R independent filters on the same data to show both.",
 }
 
 
@@ -82,11 +102,20 @@ class SMCDashboard(pn.viewable.Viewer):
         cards = []
         for title, names in CONTROL_GROUPS.items():
             widgets = pn.Param(
-                self.lab, parameters=names, widgets={n: WIDGETS[n] for n in names if n in WIDGETS},
-                show_name=False, sizing_mode="stretch_width",
+                self.lab,
+                parameters=names,
+                widgets={n: WIDGETS[n] for n in names if n in WIDGETS},
+                show_name=False,
+                sizing_mode="stretch_width",
             )
-            cards.append(pn.Card(widgets, title=title, sizing_mode="stretch_width",
-                                 collapsed=title == "Entropic annealing"))
+            cards.append(
+                pn.Card(
+                    widgets,
+                    title=title,
+                    sizing_mode="stretch_width",
+                    collapsed=title == "Entropic annealing",
+                )
+            )
         self.lab.param.watch(self._hide_unused, "model")
         self._hide_unused()
         return pn.Column(*cards, sizing_mode="stretch_width")
@@ -94,7 +123,7 @@ class SMCDashboard(pn.viewable.Viewer):
     def _hide_unused(self, *_):
         """Hide the sliders the chosen model does not read (e.g. ρ for the growth model)."""
         for name in ("rho", "sigma_x", "sigma_y"):
-            self.lab.param[name].precedence = 1 if uses_parameter(self.lab.model, name) else -1
+            self.lab.param[name].precedence = None if uses_parameter(self.lab.model, name) else -1
 
     @property
     def controls(self):
@@ -103,29 +132,41 @@ class SMCDashboard(pn.viewable.Viewer):
     # ----------------------------------------------------------------- main area
     def _plot(self, function, *args, source="result"):
         """A DynamicMap redrawn from the lab's ``source`` result by ``function``."""
+
         def draw(value):
             return function(value, *args)
+
         return pn.pane.HoloViews(
             hv.DynamicMap(pn.bind(draw, self.lab.param[source])),
-            sizing_mode="stretch_width", min_height=300,
+            sizing_mode="stretch_width",
+            min_height=300,
         )
 
     def _replicate_plot(self, function):
+        """A figure of the replicates, or a note while they are still running."""
+
         def draw(replicates):
-            return function(replicates.log_evidence, summarize_replicates(replicates))
-        return pn.pane.HoloViews(
-            hv.DynamicMap(pn.bind(draw, self.lab.param.replicate_result)),
-            sizing_mode="stretch_width", min_height=300,
-        )
+            if replicates is None:
+                return pn.pane.Markdown("*Running the replicates…*")
+            return pn.pane.HoloViews(
+                function(replicates.log_evidence, summarize_replicates(replicates)),
+                sizing_mode="stretch_width",
+                min_height=300,
+            )
+
+        return pn.panel(pn.bind(draw, self.lab.param.replicate_result), sizing_mode="stretch_width")
 
     def _build_main(self):
         error = pn.pane.Alert(
             pn.bind(lambda e: f"**Input problem:** {e}", self.lab.param.error),
-            alert_type="danger", visible=pn.bind(bool, self.lab.param.error),
-            sizing_mode="stretch_width", name="error",
+            alert_type="danger",
+            visible=pn.bind(bool, self.lab.param.error),
+            sizing_mode="stretch_width",
+            name="error",
         )
         summary = pn.pane.Markdown(
-            pn.bind(evidence_summary, self.lab.param.result), sizing_mode="stretch_width",
+            pn.bind(evidence_summary, self.lab.param.result),
+            sizing_mode="stretch_width",
             name="summary",
         )
         replicate_summary = pn.pane.Markdown(
@@ -133,23 +174,50 @@ class SMCDashboard(pn.viewable.Viewer):
             sizing_mode="stretch_width",
         )
         tabs = pn.Tabs(
-            ("Particles", pn.Column(
-                TAB_TEXT["Particles"], self._plot(figures.data_plot),
-                self._plot(figures.particle_cloud_plot), self._plot(figures.ess_plot),
-                sizing_mode="stretch_width")),
-            ("Genealogy", pn.Column(
-                TAB_TEXT["Genealogy"], self._plot(figures.genealogy_plot),
-                self._plot(figures.surviving_lineages_plot), sizing_mode="stretch_width")),
-            ("Estimates", pn.Column(
-                TAB_TEXT["Estimates"], self._plot(figures.estimate_plot, "filtering"),
-                self._plot(figures.estimate_plot, "smoothing"), sizing_mode="stretch_width")),
-            ("Evidence", pn.Column(
-                TAB_TEXT["Evidence"], self._plot(figures.evidence_plot), replicate_summary,
-                pn.Row(self._replicate_plot(figures.log_evidence_histogram),
-                       self._replicate_plot(figures.evidence_ratio_histogram),
-                       sizing_mode="stretch_width"),
-                sizing_mode="stretch_width")),
-            dynamic=False, sizing_mode="stretch_width",
+            (
+                "Particles",
+                pn.Column(
+                    TAB_TEXT["Particles"],
+                    self._plot(figures.data_plot),
+                    self._plot(figures.particle_cloud_plot),
+                    self._plot(figures.ess_plot),
+                    sizing_mode="stretch_width",
+                ),
+            ),
+            (
+                "Genealogy",
+                pn.Column(
+                    TAB_TEXT["Genealogy"],
+                    self._plot(figures.genealogy_plot),
+                    self._plot(figures.surviving_lineages_plot),
+                    sizing_mode="stretch_width",
+                ),
+            ),
+            (
+                "Estimates",
+                pn.Column(
+                    TAB_TEXT["Estimates"],
+                    self._plot(figures.estimate_plot, "filtering"),
+                    self._plot(figures.estimate_plot, "smoothing"),
+                    sizing_mode="stretch_width",
+                ),
+            ),
+            (
+                "Evidence",
+                pn.Column(
+                    TAB_TEXT["Evidence"],
+                    self._plot(figures.evidence_plot),
+                    replicate_summary,
+                    pn.Row(
+                        self._replicate_plot(figures.log_evidence_histogram),
+                        self._replicate_plot(figures.evidence_ratio_histogram),
+                        sizing_mode="stretch_width",
+                    ),
+                    sizing_mode="stretch_width",
+                ),
+            ),
+            dynamic=True,
+            sizing_mode="stretch_width",
         )
         return pn.Column(INTRO, error, summary, tabs, sizing_mode="stretch_width")
 

@@ -38,6 +38,13 @@ MODEL_LABELS = {
     "Nonlinear growth": "growth",
 }
 LINEAR_GAUSSIAN = ("linear_gaussian_1d", "linear_gaussian_2d")
+EXACT_FIELDS = (
+    "exact_log_evidence",
+    "exact_filtering_mean",
+    "exact_filtering_var",
+    "exact_smoothing_mean",
+    "exact_smoothing_var",
+)
 
 RESAMPLING_LABELS = {
     "Systematic": "systematic",
@@ -156,7 +163,9 @@ def _smoothed_moments(key, model, info, smoother):
     if smoother == "genealogy":
         paths, log_weights = smoothing.genealogy_smoother(info)
         num_steps = paths.shape[0]
-        return smoothing.marginal_moments(paths, jnp.broadcast_to(log_weights, (num_steps, log_weights.size)))
+        return smoothing.marginal_moments(
+            paths, jnp.broadcast_to(log_weights, (num_steps, log_weights.size))
+        )
     num_steps, _, state_dim = info.particles.shape
     estimate = smoothing.paris(key, model, info, marginal_moments_functional(num_steps)).estimate
     mean, second_moment = estimate[:, :state_dim], estimate[:, state_dim:]
@@ -168,14 +177,28 @@ def _smoothed_moments(key, model, info, smoother):
     static_argnames=("num_particles", "resampling", "proposal", "smoother"),
 )
 def filter_and_smooth(
-    key, model, observations, ess_threshold, annealing, *, num_particles, resampling, proposal,
+    key,
+    model,
+    observations,
+    ess_threshold,
+    annealing,
+    *,
+    num_particles,
+    resampling,
+    proposal,
     smoother,
 ):
     """One particle filter, its genealogy and a smoother, reduced to what the page draws."""
     key_filter, key_smooth, key_display = jax.random.split(key, 3)
     info = filtering.run(
-        key_filter, model, observations, num_particles,
-        resampling=resampling, proposal=proposal, ess_threshold=ess_threshold, annealing=annealing,
+        key_filter,
+        model,
+        observations,
+        num_particles,
+        resampling=resampling,
+        proposal=proposal,
+        ess_threshold=ess_threshold,
+        annealing=annealing,
     )
     filtered = smoothing.marginal_moments(info.particles, info.log_weights)
     smoothed = _smoothed_moments(key_smooth, model, info, smoother)
@@ -184,11 +207,15 @@ def filter_and_smooth(
     return dict(
         displayed_particles=info.particles[:, shown],
         displayed_weights=jnp.exp(info.log_weights[:, shown]),
-        ess=info.ess, resampled=info.resampled, temperature=info.temperature,
+        ess=info.ess,
+        resampled=info.resampled,
+        temperature=info.temperature,
         lineage_paths=lineage_paths,
         surviving_lineages=filtering.count_surviving_lineages(info.ancestors),
-        filtering_mean=filtered.means, filtering_var=filtered.variances,
-        smoothing_mean=smoothed.means, smoothing_var=smoothed.variances,
+        filtering_mean=filtered.means,
+        filtering_var=filtered.variances,
+        smoothing_mean=smoothed.means,
+        smoothing_var=smoothed.variances,
         log_evidence=info.log_evidence,
     )
 
@@ -201,14 +228,28 @@ def _running_log_evidence(info):
     jax.jit, static_argnames=("num_particles", "num_replicates", "resampling", "proposal")
 )
 def replicate_log_evidence(
-    key, model, observations, ess_threshold, annealing, *, num_particles, num_replicates,
-    resampling, proposal,
+    key,
+    model,
+    observations,
+    ess_threshold,
+    annealing,
+    *,
+    num_particles,
+    num_replicates,
+    resampling,
+    proposal,
 ):
     """Final log Ẑ of ``num_replicates`` independent filters, in one vmapped program."""
     run_one = functools.partial(
-        filtering.run, model=model, observations=observations, num_particles=num_particles,
-        resampling=resampling, proposal=proposal, ess_threshold=ess_threshold,
-        annealing=annealing, record=_running_log_evidence,
+        filtering.run,
+        model=model,
+        observations=observations,
+        num_particles=num_particles,
+        resampling=resampling,
+        proposal=proposal,
+        ess_threshold=ess_threshold,
+        annealing=annealing,
+        record=_running_log_evidence,
     )
     return jax.vmap(lambda k: run_one(k)[-1])(jax.random.split(key, num_replicates))
 
@@ -246,81 +287,136 @@ class SMCLab(param.Parameterized):
     """Particle filtering and smoothing on a state-space model, with the exact answer beside it."""
 
     model = param.Selector(
-        objects=MODEL_LABELS, default="linear_gaussian_1d", label="State-space model",
+        objects=MODEL_LABELS,
+        default="linear_gaussian_1d",
+        label="State-space model",
         doc="The hidden Markov chain x_t and how the observations y_t depend on it.",
     )
     rho = param.Number(
-        0.9, softbounds=(-0.99, 0.99), step=0.01, label="Persistence ρ",
+        0.9,
+        softbounds=(-0.99, 0.99),
+        step=0.01,
+        label="Persistence ρ",
         doc="How strongly x_t remembers x_{t-1} (|ρ| < 1 keeps the chain stationary).",
     )
     sigma_x = param.Number(
-        1.0, softbounds=(0.05, 5.0), step=0.05, label="State noise σ_x",
+        1.0,
+        softbounds=(0.05, 5.0),
+        step=0.05,
+        label="State noise σ_x",
         doc="Standard deviation of the random kick the hidden state gets at each step.",
     )
     sigma_y = param.Number(
-        0.2, softbounds=(0.05, 5.0), step=0.05, label="Observation noise σ_y",
+        0.2,
+        softbounds=(0.05, 5.0),
+        step=0.05,
+        label="Observation noise σ_y",
         doc="Standard deviation of the measurement error: small σ_y means informative data.",
     )
     num_steps = param.Selector(
-        objects=[20, 50, 100, 200, 500], default=100, label="Time steps T",
+        objects=[20, 50, 100, 200, 500],
+        default=100,
+        label="Time steps T",
         doc="Length of the simulated data set.",
     )
     data_seed = param.Integer(0, bounds=(0, None), label="Data seed")
     observations_text = param.String(
-        "", label="Your own observations (optional)",
+        "",
+        label="Your own observations (optional)",
         doc="Numbers separated by commas; leave empty to simulate data from the model.",
     )
     num_particles = param.Integer(
-        1000, softbounds=(10, 10_000), label="Particles N",
+        1000,
+        softbounds=(10, 10_000),
+        label="Particles N",
         doc="More particles: less Monte Carlo error, more work (cost grows like N).",
     )
     resampling = param.Selector(
-        objects=RESAMPLING_LABELS, default="systematic", label="Resampling scheme",
+        objects=RESAMPLING_LABELS,
+        default="systematic",
+        label="Resampling scheme",
         doc="How offspring counts are drawn; all are unbiased, they differ in variance.",
     )
     ess_threshold = param.Number(
-        0.5, softbounds=(0.0, 1.0), step=0.05, label="Resample when ESS/N below",
+        0.5,
+        softbounds=(0.0, 1.0),
+        step=0.05,
+        label="Resample when ESS/N below",
         doc="1 resamples at every step, 0 never; 0.5 is the usual adaptive choice.",
     )
     annealing = param.Selector(
-        objects=ANNEALING_LABELS, default=0, label="Entropic annealing",
+        objects=ANNEALING_LABELS,
+        default=0,
+        label="Entropic annealing",
         doc=(
             "Flatten the resampling distribution early on when diversity collapses (ePF), "
             "with weights that correct for it so the evidence stays unbiased."
         ),
     )
     annealing_trigger = param.Number(
-        0.5, softbounds=(0.0, 1.0), step=0.05, label="Anneal when ESS/N below",
+        0.5,
+        softbounds=(0.0, 1.0),
+        step=0.05,
+        label="Anneal when ESS/N below",
     )
     annealing_early_phase = param.Number(
-        0.5, softbounds=(0.0, 1.0), step=0.05, label="Anneal only before t/T",
+        0.5,
+        softbounds=(0.0, 1.0),
+        step=0.05,
+        label="Anneal only before t/T",
     )
     proposal = param.Selector(
-        objects=PROPOSAL_LABELS, default="bootstrap", label="Proposal",
+        objects=PROPOSAL_LABELS,
+        default="bootstrap",
+        label="Proposal",
         doc="Bootstrap ignores y_t when moving; guided uses it (linear-Gaussian models only).",
     )
     smoother = param.Selector(
-        objects=SMOOTHER_LABELS, default="paris", label="Smoother",
+        objects=SMOOTHER_LABELS,
+        default="paris",
+        label="Smoother",
         doc="How E[x_t | all data] is estimated from the particles.",
     )
     seed = param.Integer(0, bounds=(0, None), label="Filter seed")
     replicates = param.Selector(
-        objects=[20, 50, 100, 200, 500], default=100, label="Replicates R",
+        objects=[20, 50, 100, 200, 500],
+        default=100,
+        label="Replicates R",
         doc="Independent filters run on the same data to show the spread of Ẑ.",
     )
 
     result = param.ClassSelector(class_=SMCResult, allow_None=True, constant=True)
     replicate_result = param.ClassSelector(class_=ReplicateResult, allow_None=True, constant=True)
-    error = param.String("", constant=True, doc="What is wrong with the current input, if anything.")
-
-    INPUTS = (
-        "model", "rho", "sigma_x", "sigma_y", "num_steps", "data_seed", "observations_text",
-        "num_particles", "resampling", "ess_threshold", "annealing", "annealing_trigger",
-        "annealing_early_phase", "proposal", "smoother", "seed", "replicates",
+    error = param.String(
+        "", constant=True, doc="What is wrong with the current input, if anything."
     )
 
-    def __init__(self, compute: bool = True, **params):
+    INPUTS = (
+        "model",
+        "rho",
+        "sigma_x",
+        "sigma_y",
+        "num_steps",
+        "data_seed",
+        "observations_text",
+        "num_particles",
+        "resampling",
+        "ess_threshold",
+        "annealing",
+        "annealing_trigger",
+        "annealing_early_phase",
+        "proposal",
+        "smoother",
+        "seed",
+        "replicates",
+    )
+
+    def __init__(self, compute: bool = True, run_later=None, **params):
+        """``run_later(fn)`` runs the replicates (default: at once); ``compute=False`` defers
+        the first computation to the first change or an explicit :meth:`update`."""
         super().__init__(**params)
+        self._run_later = run_later or (lambda function: function())
+        self._generation = 0
         if compute:
             self.update()
         self.param.watch(lambda *_events: self.update(), list(self.INPUTS))
@@ -353,8 +449,14 @@ class SMCLab(param.Parameterized):
                 f"R × N × T = {self.replicates} × {n:,} × {self.num_steps} is too much work for "
                 "the replicates view; lower the replicates R or the particles N."
             )
-        for name in ("rho", "sigma_x", "sigma_y", "ess_threshold", "annealing_trigger",
-                     "annealing_early_phase"):
+        for name in (
+            "rho",
+            "sigma_x",
+            "sigma_y",
+            "ess_threshold",
+            "annealing_trigger",
+            "annealing_early_phase",
+        ):
             value = getattr(self, name)
             if value is None or not math.isfinite(value):
                 found.append(f"{self.param[name].label} = {value} is not a number.")
@@ -373,7 +475,9 @@ class SMCLab(param.Parameterized):
             )
         for name in ("ess_threshold", "annealing_trigger", "annealing_early_phase"):
             if not 0 <= getattr(self, name) <= 1:
-                found.append(f"{self.param[name].label} = {getattr(self, name)} must lie in [0, 1].")
+                found.append(
+                    f"{self.param[name].label} = {getattr(self, name)} must lie in [0, 1]."
+                )
         if self.proposal == "guided" and self.model not in LINEAR_GAUSSIAN:
             found.append(
                 "The guided (locally optimal) proposal has a closed form only for the "
@@ -407,7 +511,11 @@ class SMCLab(param.Parameterized):
             observations = parse_observations(self.observations_text)
             return np.full((len(observations), 1), np.nan), observations
         states, observations = simulate_data(
-            jax.random.key(self.data_seed), self.model, self.rho, self.sigma_x, self.sigma_y,
+            jax.random.key(self.data_seed),
+            self.model,
+            self.rho,
+            self.sigma_x,
+            self.sigma_y,
             num_steps=self.num_steps,
         )
         return np.asarray(states), np.asarray(observations)
@@ -421,64 +529,96 @@ class SMCLab(param.Parameterized):
         )
         return model, annealing
 
-    def compute(self) -> tuple[SMCResult, ReplicateResult]:
-        """Run the filter, the smoother and the replicates (raises on failure)."""
+    def compute_filter(self) -> SMCResult:
+        """Run the filter and the smoother, and the exact answer when there is one."""
         states, observations = self.data()
         model, annealing = self._filter_settings()
-        ess_threshold = jnp.asarray(self.ess_threshold)
-        static = dict(
-            num_particles=self.num_particles, resampling=self.resampling, proposal=self.proposal
-        )
-        key_filter, key_replicates = jax.random.split(jax.random.key(self.seed))
         start = time.perf_counter()
         summary = filter_and_smooth(
-            key_filter, model, observations, ess_threshold, annealing,
-            smoother=self.smoother, **static,
+            jax.random.key(self.seed),
+            model,
+            observations,
+            jnp.asarray(self.ess_threshold),
+            annealing,
+            num_particles=self.num_particles,
+            resampling=self.resampling,
+            proposal=self.proposal,
+            smoother=self.smoother,
         )
         summary = jax.tree.map(np.asarray, summary)
         seconds = time.perf_counter() - start
-        exact = dict.fromkeys(
-            ("exact_log_evidence", "exact_filtering_mean", "exact_filtering_var",
-             "exact_smoothing_mean", "exact_smoothing_var")
-        )
+        check_finite(summary["log_evidence"], summary["ess"])
+        exact = dict.fromkeys(EXACT_FIELDS)
         if self.model in LINEAR_GAUSSIAN:
             exact = jax.tree.map(np.asarray, exact_solution(model, observations))
-        check_finite(summary["log_evidence"], summary["ess"])
-        result = SMCResult(
-            states=states, observations=observations, **summary, **exact,
-            num_particles=self.num_particles, ess_threshold=self.ess_threshold,
-            smoother=self.smoother, seconds=seconds,
+        return SMCResult(
+            states=states,
+            observations=observations,
+            **summary,
+            **exact,
+            num_particles=self.num_particles,
+            ess_threshold=self.ess_threshold,
+            smoother=self.smoother,
+            seconds=seconds,
         )
+
+    def compute_replicates(self, observations, exact_log_evidence) -> ReplicateResult:
+        """Final log Ẑ of ``replicates`` independent filters on ``observations``."""
+        model, annealing = self._filter_settings()
         start = time.perf_counter()
         log_evidence = np.asarray(
             replicate_log_evidence(
-                key_replicates, model, observations, ess_threshold, annealing,
-                num_replicates=self.replicates, **static,
+                jax.random.fold_in(jax.random.key(self.seed), 1),
+                model,
+                observations,
+                jnp.asarray(self.ess_threshold),
+                annealing,
+                num_particles=self.num_particles,
+                num_replicates=self.replicates,
+                resampling=self.resampling,
+                proposal=self.proposal,
             )
         )
-        exact_final = None if exact["exact_log_evidence"] is None else float(
-            exact["exact_log_evidence"][-1]
+        return ReplicateResult(
+            log_evidence=log_evidence,
+            exact_log_evidence=exact_log_evidence,
+            num_particles=self.num_particles,
+            seconds=time.perf_counter() - start,
         )
-        replicates = ReplicateResult(
-            log_evidence=log_evidence, exact_log_evidence=exact_final,
-            num_particles=self.num_particles, seconds=time.perf_counter() - start,
-        )
-        return result, replicates
 
     def update(self) -> None:
-        """Validate, compute, and publish the results, or explain what is wrong."""
+        """Validate, run the filter and publish it, then schedule the replicates.
+
+        The replicates are the heavier part; ``run_later`` (given at construction, e.g. the
+        server's next tick) lets the page show the filter first. Each update supersedes
+        the replicate runs still pending from earlier ones.
+        """
+        self._generation += 1
         found = self.problems()
         if not found:
             try:
-                result, replicates = self.compute()
+                result = self.compute_filter()
             except FloatingPointError as failure:
                 found = [str(failure)]
-            else:
-                with param.edit_constant(self):
-                    self.param.update(result=result, replicate_result=replicates, error="")
-                return
+        if found:
+            with param.edit_constant(self):
+                self.error = " ".join(found)
+            return
         with param.edit_constant(self):
-            self.error = " ".join(found)
+            self.param.update(result=result, error="")
+        generation = self._generation
+        self._run_later(lambda: self._update_replicates(generation))
+
+    def _update_replicates(self, generation: int) -> None:
+        if generation != self._generation:
+            return  # a newer change has superseded this run
+        exact = self.result.exact_log_evidence
+        replicates = self.compute_replicates(
+            self.result.observations, None if exact is None else float(exact[-1])
+        )
+        if generation == self._generation:
+            with param.edit_constant(self):
+                self.replicate_result = replicates
 
 
 def check_finite(log_evidence: np.ndarray, ess: np.ndarray) -> None:
@@ -508,12 +648,16 @@ def summarize_replicates(replicates: ReplicateResult) -> ReplicateSummary:
     """Mean and standard error of Ẑ/Z and of log Ẑ − log Z over the replicates."""
     exact = replicates.exact_log_evidence is not None
     log_evidence = replicates.log_evidence
-    reference = (replicates.exact_log_evidence if exact
-                 else float(np.logaddexp.reduce(log_evidence) - np.log(log_evidence.size)))
+    reference = (
+        replicates.exact_log_evidence
+        if exact
+        else float(np.logaddexp.reduce(log_evidence) - np.log(log_evidence.size))
+    )
     log_error = log_evidence - reference
     ratio = np.exp(log_error)
     return ReplicateSummary(
-        reference=reference, exact=exact,
+        reference=reference,
+        exact=exact,
         mean_ratio=float(ratio.mean()),
         ratio_standard_error=float(ratio.std(ddof=1) / np.sqrt(ratio.size)),
         mean_log_error=float(log_error.mean()),

@@ -32,14 +32,21 @@ def data_plot(result, component: int = 0) -> hv.Overlay:
     x = _state_dim(result, component)
     observed = hv.Scatter(
         (t, result.observations[:, min(component, result.observations.shape[1] - 1)]),
-        TIME, x, label="observation y_t",
+        TIME,
+        x,
+        label="observation y_t",
     ).opts(color=COLORS["data"], size=4)
     layers = [observed]
     if np.isfinite(result.states).all():
-        layers.insert(0, hv.Curve((t, result.states[:, component]), TIME, x, label="hidden state x_t")
-                      .opts(color=COLORS["truth"], line_width=1.5))
-    return hv.Overlay(layers).opts(title="Data: what the filter sees (dots) and the hidden truth",
-                                   **OVERLAY)
+        layers.insert(
+            0,
+            hv.Curve((t, result.states[:, component]), TIME, x, label="hidden state x_t").opts(
+                color=COLORS["truth"], line_width=1.5
+            ),
+        )
+    return hv.Overlay(layers).opts(
+        title="Data: what the filter sees (dots) and the hidden truth", **OVERLAY
+    )
 
 
 def particle_cloud_plot(result, component: int = 0) -> hv.Overlay:
@@ -49,16 +56,32 @@ def particle_cloud_plot(result, component: int = 0) -> hv.Overlay:
     weights = result.displayed_weights.reshape(-1)
     relative = weights * result.num_particles  # 1 = an average particle
     cloud = hv.Points(
-        (t, result.displayed_particles[..., component].reshape(-1), np.sqrt(np.clip(relative, 0, 25))),
-        [TIME, _state_dim(result, component)], "size",
+        (
+            t,
+            result.displayed_particles[..., component].reshape(-1),
+            np.sqrt(np.clip(relative, 0, 25)),
+        ),
+        [TIME, _state_dim(result, component)],
+        "size",
     ).opts(
-        color=COLORS["particles"], size=hv.dim("size") * 3 + 0.5, alpha=0.35, line_alpha=0,
+        color=COLORS["particles"],
+        size=hv.dim("size") * 3 + 0.5,
+        alpha=0.35,
+        line_alpha=0,
     )
-    layers = [cloud, _mean_curve(result.filtering_mean[:, component], "filter mean", COLORS["filter"])]
+    layers = [
+        cloud,
+        _mean_curve(result.filtering_mean[:, component], "filter mean", COLORS["filter"]),
+    ]
     if np.isfinite(result.states).all():
-        layers.append(hv.Curve((_times(result), result.states[:, component]), TIME,
-                               _state_dim(result, component), label="hidden state x_t")
-                      .opts(color=COLORS["truth"], line_dash="dashed"))
+        layers.append(
+            hv.Curve(
+                (_times(result), result.states[:, component]),
+                TIME,
+                _state_dim(result, component),
+                label="hidden state x_t",
+            ).opts(color=COLORS["truth"], line_dash="dashed")
+        )
     title = f"Particle cloud ({shown} of N = {result.num_particles} shown; size ∝ weight)"
     return hv.Overlay(layers).opts(title=title, **OVERLAY)
 
@@ -77,12 +100,16 @@ def ess_plot(result) -> hv.Overlay:
     curve = hv.Curve((t, fraction), TIME, ess_dim, label="ESS / N").opts(color=COLORS["filter"])
     threshold = hv.HLine(result.ess_threshold).opts(color=COLORS["truth"], line_dash="dashed")
     resampled = t[result.resampled]
-    marks = hv.Scatter((resampled, np.zeros_like(resampled, dtype=float)), TIME, ess_dim,
-                       label="resampled").opts(color=COLORS["data"], marker="triangle", size=7)
+    marks = hv.Scatter(
+        (resampled, np.zeros_like(resampled, dtype=float)), TIME, ess_dim, label="resampled"
+    ).opts(color=COLORS["data"], marker="triangle", size=7)
     layers = [curve, threshold, marks]
     if np.any(result.temperature > 1):
-        layers.append(hv.Curve((t, 1 / result.temperature), TIME, ess_dim,
-                               label="1 / annealing temperature").opts(color=COLORS["smoother"]))
+        layers.append(
+            hv.Curve(
+                (t, 1 / result.temperature), TIME, ess_dim, label="1 / annealing temperature"
+            ).opts(color=COLORS["smoother"])
+        )
     return hv.Overlay(layers).opts(
         title=f"Effective sample size (resampled at {resampled.size} of {t.size} steps)", **OVERLAY
     )
@@ -92,13 +119,18 @@ def genealogy_plot(result, component: int = 0) -> hv.Overlay:
     """Ancestral paths of the final particles: they coalesce (path degeneracy)."""
     paths = result.lineage_paths[..., component]  # (T, L)
     t = _times(result)
-    lines = hv.Path([np.column_stack([t, paths[:, i]]) for i in range(paths.shape[1])],
-                    [TIME, _state_dim(result, component)]).opts(
+    # One polyline with NaN breaks between lineages: one glyph instead of L.
+    breaks = np.full((1, paths.shape[1]), np.nan)
+    xs = np.vstack([np.broadcast_to(t[:, None], paths.shape), breaks]).T.reshape(-1)
+    ys = np.vstack([paths, breaks]).T.reshape(-1)
+    lines = hv.Path([np.column_stack([xs, ys])], [TIME, _state_dim(result, component)]).opts(
         color=COLORS["smoother"], alpha=0.5, line_width=1
     )
     cloud = hv.Points(
-        (np.repeat(t, result.displayed_particles.shape[1]),
-         result.displayed_particles[..., component].reshape(-1)),
+        (
+            np.repeat(t, result.displayed_particles.shape[1]),
+            result.displayed_particles[..., component].reshape(-1),
+        ),
         [TIME, _state_dim(result, component)],
     ).opts(color=COLORS["particles"], size=1.5, alpha=0.15)
     return hv.Overlay([cloud, lines]).opts(
@@ -109,7 +141,8 @@ def genealogy_plot(result, component: int = 0) -> hv.Overlay:
 def surviving_lineages_plot(result) -> hv.Curve:
     """How many distinct ancestors at time t the N final particles have."""
     return hv.Curve(
-        (_times(result), result.surviving_lineages), TIME,
+        (_times(result), result.surviving_lineages),
+        TIME,
         hv.Dimension("lineages", label="distinct ancestors"),
     ).opts(color=COLORS["smoother"], logy=True, title="Surviving ancestral lines", **FIGURE)
 
@@ -124,7 +157,9 @@ def estimate_plot(result, kind: str = "filtering", component: int = 0) -> hv.Ove
     label = "particle filter" if kind == "filtering" else f"{result.smoother} smoother"
     layers = [
         hv.Spread((t, mean, 2 * sd), TIME, [x, "2sd"]).opts(color=color, alpha=0.25, line_alpha=0),
-        hv.Curve((t, mean), TIME, x, label=f"{label} (mean ± 2 sd)").opts(color=color, line_width=2),
+        hv.Curve((t, mean), TIME, x, label=f"{label} (mean ± 2 sd)").opts(
+            color=color, line_width=2
+        ),
     ]
     exact_mean = getattr(result, f"exact_{kind}_mean")
     if exact_mean is not None:
@@ -135,11 +170,18 @@ def estimate_plot(result, kind: str = "filtering", component: int = 0) -> hv.Ove
             hv.Curve((t, exact), TIME, x, label=f"exact: {name}").opts(
                 color=COLORS["truth"], line_dash="dashed"
             ),
-            hv.Curve((t, exact + 2 * exact_sd), TIME, x).opts(color=COLORS["truth"], line_dash="dotted"),
-            hv.Curve((t, exact - 2 * exact_sd), TIME, x).opts(color=COLORS["truth"], line_dash="dotted"),
+            hv.Curve((t, exact + 2 * exact_sd), TIME, x).opts(
+                color=COLORS["truth"], line_dash="dotted"
+            ),
+            hv.Curve((t, exact - 2 * exact_sd), TIME, x).opts(
+                color=COLORS["truth"], line_dash="dotted"
+            ),
         ]
-    title = ("Filtering: p(x_t | y_0..y_t)" if kind == "filtering"
-             else "Smoothing: p(x_t | all data y_0..y_T)")
+    title = (
+        "Filtering: p(x_t | y_0..y_t)"
+        if kind == "filtering"
+        else "Smoothing: p(x_t | all data y_0..y_T)"
+    )
     return hv.Overlay(layers).opts(title=title, **OVERLAY)
 
 
@@ -151,11 +193,17 @@ def evidence_plot(result) -> hv.Overlay:
             color=COLORS["filter"], title="Running log-evidence estimate", **FIGURE
         )
     error = result.log_evidence - result.exact_log_evidence
-    return hv.Overlay([
-        hv.HLine(0).opts(color=COLORS["truth"], line_dash="dashed"),
-        hv.Curve((t, error), TIME, hv.Dimension("err", label="log Ẑ_{0:t} − log Z_{0:t}"),
-                 label="error of the particle estimate").opts(color=COLORS["filter"], line_width=2),
-    ]).opts(title="Log-evidence error against the Kalman filter (0 = exact)", **OVERLAY)
+    return hv.Overlay(
+        [
+            hv.HLine(0).opts(color=COLORS["truth"], line_dash="dashed"),
+            hv.Curve(
+                (t, error),
+                TIME,
+                hv.Dimension("err", label="log Ẑ_{0:t} − log Z_{0:t}"),
+                label="error of the particle estimate",
+            ).opts(color=COLORS["filter"], line_width=2),
+        ]
+    ).opts(title="Log-evidence error against the Kalman filter (0 = exact)", **OVERLAY)
 
 
 def log_evidence_histogram(log_evidence, summary) -> hv.Overlay:
@@ -165,23 +213,26 @@ def log_evidence_histogram(log_evidence, summary) -> hv.Overlay:
     """
     log_error = log_evidence - summary.reference
     zero_label = "log Z (exact)" if summary.exact else "log mean Ẑ"
-    histogram = hv.Histogram(np.histogram(log_error, bins=30),
-                             hv.Dimension("e", label=f"log Ẑ − {zero_label}"))
-    return (histogram.opts(color=COLORS["filter"], alpha=0.6)
-            * hv.VLine(0).opts(color=COLORS["truth"], line_dash="dashed")
-            * hv.VLine(summary.mean_log_error).opts(color=COLORS["filter"], line_width=2)).opts(
-        title="log Ẑ is biased low (solid: mean; dashed: truth)", **FIGURE
+    histogram = hv.Histogram(
+        np.histogram(log_error, bins=30), kdims=[hv.Dimension("e", label=f"log Ẑ − {zero_label}")]
     )
+    return (
+        histogram.opts(color=COLORS["filter"], alpha=0.6)
+        * hv.VLine(0).opts(color=COLORS["truth"], line_dash="dashed")
+        * hv.VLine(summary.mean_log_error).opts(color=COLORS["filter"], line_width=2)
+    ).opts(title="log Ẑ is biased low (solid: mean; dashed: truth)", **FIGURE)
 
 
 def evidence_ratio_histogram(log_evidence, summary) -> hv.Overlay:
     """Histogram of Ẑ / Z over R replicates: its mean is 1 (Ẑ is unbiased)."""
     ratio = np.exp(log_evidence - summary.reference)
     upper = np.quantile(ratio, 0.99) if ratio.size > 20 else ratio.max()
-    histogram = hv.Histogram(np.histogram(np.clip(ratio, 0, upper), bins=30),
-                             hv.Dimension("r", label="Ẑ / Z" if summary.exact else "Ẑ / mean Ẑ"))
-    return (histogram.opts(color=COLORS["smoother"], alpha=0.6)
-            * hv.VLine(1).opts(color=COLORS["truth"], line_dash="dashed")
-            * hv.VLine(summary.mean_ratio).opts(color=COLORS["smoother"], line_width=2)).opts(
-        title="Ẑ / Z is unbiased: mean 1 (solid: mean; dashed: 1)", **FIGURE
+    histogram = hv.Histogram(
+        np.histogram(np.clip(ratio, 0, upper), bins=30),
+        kdims=[hv.Dimension("r", label="Ẑ / Z" if summary.exact else "Ẑ / mean Ẑ")],
     )
+    return (
+        histogram.opts(color=COLORS["smoother"], alpha=0.6)
+        * hv.VLine(1).opts(color=COLORS["truth"], line_dash="dashed")
+        * hv.VLine(summary.mean_ratio).opts(color=COLORS["smoother"], line_width=2)
+    ).opts(title="Ẑ / Z is unbiased: mean 1 (solid: mean; dashed: 1)", **FIGURE)

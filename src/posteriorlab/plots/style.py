@@ -1,4 +1,10 @@
-"""The one place for figure defaults and the palette shared by every lab."""
+"""The one place for figure defaults and the palette shared by every lab.
+
+The figures use Bokeh plot options, so importing this module registers HoloViews' Bokeh
+backend (without loading any notebook or page resources).
+"""
+
+import holoviews.plotting.bokeh  # noqa: F401
 
 COLORS = {
     "truth": "#222222",  # hidden states and exact answers
@@ -9,4 +15,4 @@ COLORS = {
 }
 
 FIGURE = dict(responsive=True, min_height=280, show_grid=True, toolbar="above")
-OVERLAY = dict(FIGURE, legend_position="top_left")
+OVERLAY = dict(FIGURE, legend_position="right")

@@ -7,6 +7,8 @@ approximation; the particle counts are chosen so that sd(log Z_hat) stays below 
 one, where Z_hat / Z is not too skewed for that approximation.
 """
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -27,13 +29,44 @@ def final_log_evidence(info):
     return info.log_evidence
 
 
-def log_evidence_replicates(key, model, num_particles, num_replicates, **options):
-    """log Z_hat of `num_replicates` independent filters on OBSERVATIONS, in one call."""
-    keys = jax.random.split(key, num_replicates)
-    run = lambda k: filtering.run(  # noqa: E731
-        k, model, OBSERVATIONS, num_particles, record=final_log_evidence, **options
-    )
-    return np.asarray(jax.vmap(run)(keys)[:, -1])
+def evidence_and_resampling(info):
+    return info.log_evidence, info.resampled
+
+
+@partial(jax.jit, static_argnames=("num_particles", "num_replicates", "resampling", "proposal"))
+def replicates(
+    key,
+    model,
+    num_particles,
+    num_replicates,
+    resampling="systematic",
+    proposal="bootstrap",
+    ess_threshold=0.5,
+    annealing=filtering.NO_ANNEALING,
+):
+    """Final log Z_hat (R,) and resampling flags (R, T) of R independent filters on
+    OBSERVATIONS. Compiled once per static setting: the model, the threshold and the
+    annealing settings are traced, so tests that differ only in those share it."""
+
+    def one(k):
+        return filtering.run(
+            k,
+            model,
+            OBSERVATIONS,
+            num_particles,
+            resampling=resampling,
+            proposal=proposal,
+            ess_threshold=ess_threshold,
+            annealing=annealing,
+            record=evidence_and_resampling,
+        )
+
+    log_evidence, resampled = jax.vmap(one)(jax.random.split(key, num_replicates))
+    return log_evidence[:, -1], resampled
+
+
+def log_evidence_replicates(*args, **kwargs):
+    return np.asarray(replicates(*args, **kwargs)[0])
 
 
 def assert_unbiased(log_evidence, exact_log_evidence):
@@ -67,20 +100,18 @@ def test_evidence_is_unbiased_for_every_scheme_and_ess_threshold(key, scheme):
     # non-resampled steps, and threshold 0 (plain importance sampling) is not too noisy.
     model = models.linear_gaussian_1d(sigma_y=1.0)
     exact = kalman_log_evidence(0.9, 1.0, 1.0, OBSERVATIONS)
-    thresholds = jnp.array([0.0, 0.5, 1.0])
-
-    def replicates(k, threshold):
-        run = lambda k: filtering.run(  # noqa: E731
-            k, model, OBSERVATIONS, 100, resampling=scheme, ess_threshold=threshold,
-            record=lambda info: (info.log_evidence, info.resampled),
+    fraction_resampled = []
+    for i, threshold in enumerate([0.0, 0.5, 1.0]):
+        log_evidence, resampled = replicates(
+            jax.random.fold_in(key, i),
+            model,
+            200,
+            2000,
+            resampling=scheme,
+            ess_threshold=threshold,
         )
-        return jax.vmap(run)(jax.random.split(k, 2000))
-
-    keys = jax.random.split(key, thresholds.size)
-    log_evidence, resampled = jax.jit(jax.vmap(replicates))(keys, thresholds)
-    for log_evidence_at, resampled_at in zip(log_evidence, resampled, strict=True):
-        assert_unbiased(np.asarray(log_evidence_at[:, -1]), exact)
-    fraction_resampled = np.asarray(resampled[:, :, 1:]).mean(axis=(1, 2))
+        assert_unbiased(np.asarray(log_evidence), exact)
+        fraction_resampled.append(np.asarray(resampled[:, 1:]).mean())
     assert fraction_resampled[0] == 0.0
     assert 0.1 < fraction_resampled[1] < 0.9
     assert fraction_resampled[2] == 1.0
@@ -110,7 +141,7 @@ def test_evidence_is_unbiased_on_the_reference_example(key, options):
 
 def test_annealing_flattens_resampling_early_and_keeps_the_bookkeeping(key):
     info = filtering.run(
-        key, DEFAULT_MODEL, OBSERVATIONS, 50, ess_threshold=1.0, annealing=ANNEALED["ess"]
+        key, DEFAULT_MODEL, OBSERVATIONS, 20, ess_threshold=1.0, annealing=ANNEALED["ess"]
     )
     temperature = np.asarray(info.temperature)
     # At t = 1 (progress 0.2) the ESS fraction of informative weights is far below 0.8,
@@ -143,7 +174,7 @@ def test_log_evidence_matches_the_reference_simulation(key):
 def test_guided_proposal_has_lower_evidence_variance(key):
     # A one-sided F test: the sample variance ratio must exceed the upper 1e-4 quantile
     # of F(R-1, R-1), i.e. the guided filter is significantly less variable.
-    num_replicates = 500
+    num_replicates = 1000
     key_bootstrap, key_guided = jax.random.split(key)
     bootstrap = log_evidence_replicates(key_bootstrap, DEFAULT_MODEL, 10, num_replicates)
     guided = log_evidence_replicates(
@@ -153,8 +184,8 @@ def test_guided_proposal_has_lower_evidence_variance(key):
     assert ratio > stats.f.ppf(1 - 1e-4, num_replicates - 1, num_replicates - 1)
 
 
-@pytest.mark.parametrize("num_particles", [1, 7])
-def test_guided_evidence_of_one_observation_is_exact(key, num_particles):
+def test_guided_evidence_of_one_observation_is_exact(key):
+    num_particles = 7
     info = filtering.run(key, DEFAULT_MODEL, OBSERVATIONS[:1], num_particles, proposal="guided")
     exact = stats.norm.logpdf(0.5, 0.0, np.sqrt(1.0 / (1.0 - 0.81) + 0.04))
     assert info.log_evidence.shape == (1,)
@@ -178,11 +209,13 @@ def test_info_shapes_dtypes_and_invariants(key):
         log_evidence=((num_steps,), jnp.float64),
     )
     assert jax.tree.map(lambda a: (a.shape, a.dtype), info) == expected
-    np.testing.assert_allclose(jax.scipy.special.logsumexp(info.log_weights, axis=1), 0.0,
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        jax.scipy.special.logsumexp(info.log_weights, axis=1), 0.0, atol=1e-12
+    )
     np.testing.assert_allclose(np.cumsum(info.log_evidence_increment), info.log_evidence)
-    np.testing.assert_allclose(info.ess, jax.vmap(resampling.effective_sample_size)(
-        info.log_weights))
+    np.testing.assert_allclose(
+        info.ess, jax.vmap(resampling.effective_sample_size)(info.log_weights)
+    )
     assert np.all((info.ess >= 1 - 1e-9) & (info.ess <= num_particles + 1e-9))
     assert not info.resampled[0]
     np.testing.assert_array_equal(info.temperature, 1.0)
@@ -198,27 +231,36 @@ def test_step_by_step_equals_run(key):
     num_steps = OBSERVATIONS.shape[0]
     info = filtering.run(key, DEFAULT_MODEL, OBSERVATIONS, 20)
     key_init, key_steps = jax.random.split(key)
-    state, first = filtering.init(key_init, DEFAULT_MODEL, OBSERVATIONS[0], 20)
+    state, first = jax.jit(filtering.init, static_argnums=3)(
+        key_init, DEFAULT_MODEL, OBSERVATIONS[0], 20
+    )
+    step = jax.jit(partial(filtering.step, horizon=num_steps))
     history = [first]
     step_keys = jax.random.split(key_steps, num_steps - 1)
     for t in range(1, num_steps):
-        state, one = filtering.step(
-            step_keys[t - 1], state, DEFAULT_MODEL, t, OBSERVATIONS[t], horizon=num_steps
-        )
+        state, one = step(step_keys[t - 1], state, DEFAULT_MODEL, t, OBSERVATIONS[t])
         history.append(one)
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *history)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12), info, stacked)
 
 
 def test_no_annealing_schedule_reproduces_plain_resampling(key):
-    plain = filtering.run(key, DEFAULT_MODEL, OBSERVATIONS, 30)
-    off = filtering.run(key, DEFAULT_MODEL, OBSERVATIONS, 30,
-                        annealing=filtering.AnnealingSettings(schedule=0, ess_trigger=1.0))
+    plain = filtering.run(key, DEFAULT_MODEL, OBSERVATIONS, 20)
+    off = filtering.run(
+        key,
+        DEFAULT_MODEL,
+        OBSERVATIONS,
+        20,
+        annealing=filtering.AnnealingSettings(schedule=0, ess_trigger=1.0),
+    )
     jax.tree.map(np.testing.assert_array_equal, plain, off)
 
 
-@pytest.mark.parametrize("model", [models.StochasticVolatilitySSM(), models.GrowthModelSSM()],
-                         ids=["stochastic_volatility", "growth"])
+@pytest.mark.parametrize(
+    "model",
+    [models.StochasticVolatilitySSM(), models.GrowthModelSSM()],
+    ids=["stochastic_volatility", "growth"],
+)
 def test_nonlinear_models_run_and_reject_the_guided_proposal(key, model):
     _, observations = model.simulate(key, 20)
     info = filtering.run(key, model, observations, 64)
@@ -288,15 +330,20 @@ def test_continuous_parameters_never_retrace_but_particle_count_does(key):
         {"model": models.linear_gaussian_1d(), "ess_threshold": 0.9},
         {"model": models.linear_gaussian_1d(), "ess_threshold": jnp.array(0.1)},
         {"model": models.linear_gaussian_1d(), "annealing": ANNEALED["ess"]},
-        {"model": models.linear_gaussian_1d(),
-         "annealing": filtering.AnnealingSettings(jnp.array(2), 0.3, jnp.array(0.8))},
+        {
+            "model": models.linear_gaussian_1d(),
+            "annealing": filtering.AnnealingSettings(jnp.array(2), 0.3, jnp.array(0.8)),
+        },
     ]
     for options in settings:
         run(**options)
     assert len(traces) == compiled
 
-    sv_runs = [models.StochasticVolatilitySSM(), models.StochasticVolatilitySSM(rho=0.5),
-               models.StochasticVolatilitySSM(mu=jnp.array(0.0), sigma=0.3)]
+    sv_runs = [
+        models.StochasticVolatilitySSM(),
+        models.StochasticVolatilitySSM(rho=0.5),
+        models.StochasticVolatilitySSM(mu=jnp.array(0.0), sigma=0.3),
+    ]
     run(sv_runs[0])
     compiled = len(traces)
     for model in sv_runs[1:]:

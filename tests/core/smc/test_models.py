@@ -30,12 +30,18 @@ UNIVARIATE = ["linear_gaussian_1d", "stochastic_volatility", "growth"]
 @pytest.mark.parametrize("name", sorted(ALL_MODELS))
 def test_simulate_shapes(key, name):
     model = ALL_MODELS[name]
-    for num_steps in [1, 6]:
-        states, observations = jax.jit(model.simulate, static_argnums=1)(key, num_steps)
-        assert states.shape == (num_steps, model.state_dim)
-        assert observations.shape == (num_steps, model.obs_dim)
-        assert np.all(np.isfinite(states))
-        assert np.all(np.isfinite(observations))
+    states, observations = model.simulate(key, 6)
+    assert states.shape == (6, model.state_dim)
+    assert observations.shape == (6, model.obs_dim)
+    assert np.all(np.isfinite(states))
+    assert np.all(np.isfinite(observations))
+
+
+def test_simulate_a_single_step(key):
+    model = models.linear_gaussian_1d()
+    states, observations = model.simulate(key, 1)
+    assert states.shape == (1, 1)
+    assert observations.shape == (1, 1)
 
 
 def test_simulate_rejects_zero_steps(key):
@@ -139,9 +145,9 @@ def test_initial_sampler_matches_initial_density(key, name):
 @pytest.mark.parametrize("name", UNIVARIATE)
 def test_transition_sampler_matches_transition_density(key, name):
     model = ALL_MODELS[name]
-    for x_prev in [-3.0, 0.4, 2.0]:
+    for i, x_prev in enumerate([-3.0, 0.4, 2.0]):
         assert_samples_match_density(
-            transition_draws(model, jax.random.fold_in(key, x_prev > 0), x_prev),
+            transition_draws(model, jax.random.fold_in(key, i), x_prev),
             lambda grid, x_prev=x_prev: transition_density(model, x_prev, grid),
         )
 
@@ -149,9 +155,9 @@ def test_transition_sampler_matches_transition_density(key, name):
 @pytest.mark.parametrize("name", UNIVARIATE)
 def test_observation_sampler_matches_observation_density(key, name):
     model = ALL_MODELS[name]
-    for x in [-1.5, 0.5, 3.0]:
+    for i, x in enumerate([-1.5, 0.5, 3.0]):
         assert_samples_match_density(
-            observation_draws(model, jax.random.fold_in(key, x > 0), x),
+            observation_draws(model, jax.random.fold_in(key, i), x),
             lambda grid, x=x: observation_density(model, x, grid),
         )
 
@@ -190,20 +196,27 @@ def test_constructors_accept_traced_parameters():
     np.testing.assert_allclose(two.transition_matrix[0, 0], 0.5 * np.cos(0.3))
 
 
-def test_multivariate_densities_match_scipy(key):
+def test_multivariate_densities_match_scipy():
     model = models.linear_gaussian_2d()
     x_prev = jnp.array([[1.0, -0.5], [0.2, 2.0]])
     x = jnp.array([[0.7, 0.1], [-0.3, 1.5]])
     y = jnp.array([0.4, -0.2])
-    for i in range(2):
-        f_mean = np.asarray(model.transition_matrix) @ np.asarray(x_prev[i])
-        assert model.log_prob_transition(1, x_prev, x)[i] == pytest.approx(
-            stats.multivariate_normal.logpdf(x[i], f_mean, model.transition_cov)
+    transition, observation, initial = jax.jit(
+        lambda model: (
+            model.log_prob_transition(1, x_prev, x),
+            model.log_prob_observation(1, x, y),
+            model.log_prob_initial(x),
         )
-        assert model.log_prob_observation(1, x, y)[i] == pytest.approx(
+    )(model)
+    F = np.asarray(model.transition_matrix)  # noqa: N806
+    for i in range(2):
+        assert transition[i] == pytest.approx(
+            stats.multivariate_normal.logpdf(x[i], F @ x_prev[i], model.transition_cov)
+        )
+        assert observation[i] == pytest.approx(
             stats.multivariate_normal.logpdf(y, x[i], model.observation_cov)
         )
-        assert model.log_prob_initial(x)[i] == pytest.approx(
+        assert initial[i] == pytest.approx(
             stats.multivariate_normal.logpdf(x[i], model.initial_mean, model.initial_cov)
         )
 
@@ -221,40 +234,43 @@ def test_multivariate_transition_sampler_moments(key):
     assert np.all(np.abs(np.cov(samples.T) - cov) < Z_SCORE * cov_error)
 
 
+@jax.jit
+def proposal_terms(model, x_prev, x, y):
+    """The guided proposals and the model part (f g, and mu g) of their weights."""
+    return (
+        model.optimal_proposal(1, x_prev, y),
+        model.log_prob_transition(1, x_prev, x) + model.log_prob_observation(1, x, y),
+        model.optimal_proposal_initial(y),
+        model.log_prob_initial(x) + model.log_prob_observation(0, x, y),
+    )
+
+
 @pytest.mark.parametrize("name", ["linear_gaussian_1d", "linear_gaussian_2d"])
 def test_optimal_proposal_weight_is_the_predictive_likelihood(key, name):
-    # f(x | x_prev) g(y | x) / q(x | x_prev, y) = p(y | x_prev) for every x: exact check
-    # of the Gaussian conditioning, independent of the particle filter.
+    # f(x | x_prev) g(y | x) / q(x | x_prev, y) = p(y | x_prev) for every x, and
+    # mu(x) g(y | x) / q_0(x | y) = p(y): exact checks of the Gaussian conditioning.
     model = ALL_MODELS[name]
-    d = model.state_dim
+    d, num = model.state_dim, 4
     key_prev, key_x, key_y = jax.random.split(key, 3)
-    x_prev = jax.random.normal(key_prev, (4, d))
-    x = jax.random.normal(key_x, (4, d))
-    y = jax.random.normal(key_y, (model.obs_dim,))
-    mean, cov = model.optimal_proposal(1, x_prev, y)
-    assert mean.shape == (4, d)
+    x_prev = np.asarray(jax.random.normal(key_prev, (num, d)))
+    x = np.asarray(jax.random.normal(key_x, (num, d)))
+    y = np.asarray(jax.random.normal(key_y, (model.obs_dim,)))
+    terms = jax.tree.map(np.asarray, proposal_terms(model, x_prev, x, y))
+    (mean, cov), model_terms, (mean0, cov0), model_terms0 = terms
+    assert mean.shape == (num, d)
     assert cov.shape == (d, d)
-    F, Q, H, R = (np.asarray(m) for m in model[:4])  # noqa: N806
-    log_weight = (
-        model.log_prob_transition(1, x_prev, x)
-        + model.log_prob_observation(1, x, y)
-        - np.array([stats.multivariate_normal.logpdf(x[i], mean[i], cov) for i in range(4)])
-    )
+    F, Q, H, R, m0, P0 = (np.asarray(field) for field in model)  # noqa: N806
+    log_weight = model_terms - [
+        stats.multivariate_normal.logpdf(x[i], mean[i], cov) for i in range(num)
+    ]
     predictive = [
-        stats.multivariate_normal.logpdf(y, H @ F @ np.asarray(x_prev[i]), H @ Q @ H.T + R)
-        for i in range(4)
+        stats.multivariate_normal.logpdf(y, H @ F @ x_prev[i], H @ Q @ H.T + R) for i in range(num)
     ]
     np.testing.assert_allclose(log_weight, predictive, rtol=1e-10)
 
-    mean0, cov0 = model.optimal_proposal_initial(y)
-    log_weight0 = (
-        model.log_prob_initial(x)
-        + model.log_prob_observation(0, x, y)
-        - np.array([stats.multivariate_normal.logpdf(x[i], mean0, cov0) for i in range(4)])
-    )
-    m0, P0 = np.asarray(model.initial_mean), np.asarray(model.initial_cov)  # noqa: N806
+    log_weight0 = model_terms0 - stats.multivariate_normal.logpdf(x, mean0, cov0)
     evidence0 = stats.multivariate_normal.logpdf(y, H @ m0, H @ P0 @ H.T + R)
-    np.testing.assert_allclose(log_weight0, np.full(4, evidence0), rtol=1e-10)
+    np.testing.assert_allclose(log_weight0, np.full(num, evidence0), rtol=1e-10)
 
 
 def test_models_are_pytrees_with_parameters_as_leaves():

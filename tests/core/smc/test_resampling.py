@@ -195,8 +195,11 @@ def test_annealing_applies_the_selected_schedule():
 
 @pytest.mark.parametrize(
     ("temperature", "expected"),
-    [(1.0, [0.870, 0.043, 0.043, 0.043]), (2.0, [0.599, 0.134, 0.134, 0.134]),
-     (4.0, [0.414, 0.195, 0.195, 0.195])],
+    [
+        (1.0, [0.870, 0.043, 0.043, 0.043]),
+        (2.0, [0.599, 0.134, 0.134, 0.134]),
+        (4.0, [0.414, 0.195, 0.195, 0.195]),
+    ],
 )
 def test_tempered_resampling_probabilities(temperature, expected):
     scores = jnp.array([3.0, 0.0, 0.0, 0.0])

@@ -87,12 +87,11 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpyro.distributions as dist
 from jax import Array
 from jax.scipy.special import logsumexp
 from jax.typing import ArrayLike
 
-from posteriorlab.core.smc.models import StateSpaceModel
+from posteriorlab.core.smc.models import StateSpaceModel, gaussian_log_prob, sample_gaussian
 from posteriorlab.core.smc.resampling import (
     RESAMPLING_SCHEMES,
     annealing_temperature,
@@ -212,33 +211,46 @@ def _check_proposal(model: StateSpaceModel, proposal: str) -> None:
         )
 
 
-def _sample_gaussian(key: Array, mean: Array, cov: Array, sample_shape=()) -> tuple[Array, Array]:
-    gaussian = dist.MultivariateNormal(mean, covariance_matrix=cov)
-    x = gaussian.sample(key, sample_shape)
-    return x, gaussian.log_prob(x)
-
-
 def _propose_initial(
     key: Array, model: StateSpaceModel, observation: Array, num_particles: int, proposal: str
 ) -> tuple[Array, Array]:
-    """Draw :math:`x_0 \\sim q_0`; return the particles and :math:`\\log q_0(x_0)`."""
+    r"""Draw :math:`x_0 \sim q_0`; return it and :math:`\log \mu(x_0) - \log q_0(x_0)`.
+
+    For the bootstrap proposal :math:`q_0 = \mu` and the ratio is exactly 0: it is not
+    computed.
+    """
     if proposal == "guided":
         mean, cov = model.optimal_proposal_initial(observation)
-        return _sample_gaussian(key, mean, cov, (num_particles,))
+        particles = sample_gaussian(key, mean, cov, (num_particles,))
+        log_ratio = model.log_prob_initial(particles) - gaussian_log_prob(particles, mean, cov)
+        return particles, log_ratio
     particles = model.sample_initial(key, num_particles)
-    return particles, model.log_prob_initial(particles)
+    return particles, jnp.zeros(num_particles, particles.dtype)
 
 
 def _propose(
-    key: Array, model: StateSpaceModel, t: ArrayLike, x_prev: Array, observation: Array,
+    key: Array,
+    model: StateSpaceModel,
+    t: ArrayLike,
+    x_prev: Array,
+    observation: Array,
     proposal: str,
 ) -> tuple[Array, Array]:
-    """Draw :math:`x_t \\sim q_t(\\cdot \\mid x_{t-1}, y_t)`; return it and its log-density."""
+    r"""Draw :math:`x_t \sim q_t(\cdot \mid x_{t-1}, y_t)`; return it and
+    :math:`\log f(x_t \mid x_{t-1}) - \log q_t(x_t \mid x_{t-1}, y_t)`.
+
+    For the bootstrap proposal :math:`q_t = f` and the ratio is exactly 0: it is not
+    computed, so a bootstrap step evaluates only the observation density.
+    """
     if proposal == "guided":
         mean, cov = model.optimal_proposal(t, x_prev, observation)
-        return _sample_gaussian(key, mean, cov)
+        particles = sample_gaussian(key, mean, cov)
+        log_ratio = model.log_prob_transition(t, x_prev, particles) - gaussian_log_prob(
+            particles, mean, cov
+        )
+        return particles, log_ratio
     particles = model.sample_transition(key, t, x_prev)
-    return particles, model.log_prob_transition(t, x_prev, particles)
+    return particles, jnp.zeros(particles.shape[0], particles.dtype)
 
 
 def _reweight(
@@ -303,12 +315,8 @@ def init(
     """
     _check_proposal(model, proposal)
     observation_0 = jnp.asarray(observation_0)
-    particles, log_proposal = _propose_initial(key, model, observation_0, num_particles, proposal)
-    log_potentials = (
-        model.log_prob_initial(particles)
-        + model.log_prob_observation(0, particles, observation_0)
-        - log_proposal
-    )
+    particles, log_ratio = _propose_initial(key, model, observation_0, num_particles, proposal)
+    log_potentials = log_ratio + model.log_prob_observation(0, particles, observation_0)
     uniform = jnp.full(num_particles, -jnp.log(num_particles), dtype=log_potentials.dtype)
     return _reweight(
         particles,
@@ -409,12 +417,8 @@ def step(
 
     x_prev = state.particles[ancestors]
     observation = jnp.asarray(observation)
-    particles, log_proposal = _propose(key_move, model, t, x_prev, observation, proposal)
-    log_potentials = (
-        model.log_prob_transition(t, x_prev, particles)
-        + model.log_prob_observation(t, particles, observation)
-        - log_proposal
-    )
+    particles, log_ratio = _propose(key_move, model, t, x_prev, observation, proposal)
+    log_potentials = log_ratio + model.log_prob_observation(t, particles, observation)
     return _reweight(
         particles,
         carried_log_weights,
@@ -473,10 +477,11 @@ def run(
     annealing : AnnealingSettings
         Entropic annealing (off by default); see the module docstring.
     record : callable, optional
-        Applied to each step's :class:`FilterInfo` to keep only part of it, e.g.
-        ``lambda info: info.log_evidence`` when running hundreds of replicates, so that
-        the :math:`T \times N` particles are never stored. Use a function defined once
-        (a new lambda at every call would recompile).
+        Applied to each step's :class:`FilterInfo` to keep only part of it, e.g. a
+        function returning ``info.log_evidence`` when running hundreds of replicates,
+        so that the :math:`T \times N` particles are never stored. Define it once, at
+        module level: it is part of the compiled program, and a new lambda at every
+        call would recompile.
 
     Returns
     -------
@@ -513,7 +518,14 @@ def run(
 
 @partial(jax.jit, static_argnames=("num_particles", "resampling", "proposal", "record"))
 def _run_compiled(
-    key, model, observations, num_particles, resampling, proposal, ess_threshold, annealing,
+    key,
+    model,
+    observations,
+    num_particles,
+    resampling,
+    proposal,
+    ess_threshold,
+    annealing,
     record,
 ):
     keep = (lambda info: info) if record is None else record
@@ -524,9 +536,16 @@ def _run_compiled(
     def advance(state, inputs):
         step_key, t, observation = inputs
         state, info = step(
-            step_key, state, model, t, observation,
-            resampling=resampling, proposal=proposal, ess_threshold=ess_threshold,
-            annealing=annealing, horizon=num_steps,
+            step_key,
+            state,
+            model,
+            t,
+            observation,
+            resampling=resampling,
+            proposal=proposal,
+            ess_threshold=ess_threshold,
+            annealing=annealing,
+            horizon=num_steps,
         )
         return state, keep(info)
 

@@ -59,6 +59,9 @@ Numerics
     through Cholesky solves, which also give :math:`\log\det S_t` for free. The RTS gain
     needs :math:`P_{t+1|t}` to be positive definite, which holds whenever :math:`Q` is.
 
+Both functions are jitted: a new parameter value reuses the compiled code, and only a
+new number of steps or new dimensions compile again.
+
 Recommended import::
 
     from posteriorlab.core.smc import kalman
@@ -168,6 +171,7 @@ def _predict(
     return transition @ mean, _symmetrise(transition @ cov @ transition.T + model.transition_cov)
 
 
+@jax.jit
 def kalman_filter(model: LinearGaussianSSM, observations: jax.Array) -> KalmanFilterResult:
     r"""Run the Kalman filter: exact predictive and filtering moments and log-likelihood.
 
@@ -217,6 +221,7 @@ def kalman_filter(model: LinearGaussianSSM, observations: jax.Array) -> KalmanFi
     return KalmanFilterResult(*outputs, log_likelihood=jnp.sum(increments))
 
 
+@jax.jit
 def rts_smoother(model: LinearGaussianSSM, filter_result: KalmanFilterResult) -> SmootherResult:
     r"""Run the Rauch–Tung–Striebel smoother backwards over a Kalman filter's output.
 

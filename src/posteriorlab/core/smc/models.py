@@ -64,6 +64,7 @@ import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
 from jax import Array
+from jax.scipy.linalg import solve_triangular
 from jax.typing import ArrayLike
 
 __all__ = [
@@ -71,8 +72,10 @@ __all__ = [
     "LinearGaussianSSM",
     "StateSpaceModel",
     "StochasticVolatilitySSM",
+    "gaussian_log_prob",
     "linear_gaussian_1d",
     "linear_gaussian_2d",
+    "sample_gaussian",
 ]
 
 
@@ -134,6 +137,76 @@ def _simulate(model: StateSpaceModel, key: Array, num_steps: int) -> tuple[Array
     step_keys = jax.random.split(key_rest, num_steps - 1)
     _, (states, observations) = jax.lax.scan(advance, x0, (step_keys, jnp.arange(1, num_steps)))
     return jnp.concatenate([x0, states]), jnp.concatenate([y0, observations])
+
+
+def gaussian_log_prob(x: ArrayLike, mean: ArrayLike, cov: ArrayLike) -> Array:
+    r"""Log-density of :math:`N(\mu, \Sigma)` with one covariance shared by a whole batch.
+
+    With the Cholesky factor :math:`\Sigma = L L^\top` and :math:`z = L^{-1}(x - \mu)`,
+
+    .. math::
+
+        \log N(x; \mu, \Sigma) = -\tfrac12 \lVert z \rVert^2 - \sum_j \log L_{jj}
+                                  - \tfrac{d}{2} \log 2\pi.
+
+    The factorisation is done once, whatever the batch: ``x`` and ``mean`` broadcast
+    against each other, so ``x (1, N, d)`` against ``mean (N, 1, d)`` gives an
+    ``(N, N)`` matrix.
+
+    Parameters
+    ----------
+    x, mean : Array, shape (..., d)
+    cov : Array, shape (d, d)
+        Positive definite.
+
+    Returns
+    -------
+    Array, shape (...)
+    """
+    diff = jnp.asarray(x) - jnp.asarray(mean)
+    dim = diff.shape[-1]
+    if dim == 1:  # a scalar variance: no factorisation, one fused elementwise expression
+        variance = jnp.reshape(jnp.asarray(cov), ())
+        return -0.5 * (diff[..., 0] ** 2 / variance + jnp.log(2.0 * jnp.pi * variance))
+    chol = jnp.linalg.cholesky(cov)
+    whitened = solve_triangular(chol, diff.reshape(-1, dim).T, lower=True)
+    squared_norm = jnp.sum(whitened**2, axis=0).reshape(diff.shape[:-1])
+    log_det = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol)))
+    return -0.5 * (squared_norm + log_det + dim * jnp.log(2.0 * jnp.pi))
+
+
+def _gaussian_log_peak(cov: ArrayLike) -> Array:
+    r""":math:`\log N(\mu; \mu, \Sigma) = -\tfrac12 \log\det(2\pi\Sigma)`, the largest value
+    of a Gaussian density: the bound PaRIS's accept–reject backward sampling needs."""
+    cov = jnp.asarray(cov, dtype=float)
+    return -0.5 * jnp.linalg.slogdet(2.0 * jnp.pi * cov)[1]
+
+
+def sample_gaussian(
+    key: Array, mean: ArrayLike, cov: ArrayLike, sample_shape: tuple[int, ...] = ()
+) -> Array:
+    r"""Draw from :math:`N(\mu, \Sigma)` as :math:`x = \mu + L \varepsilon`.
+
+    Here :math:`LL^\top = \Sigma` is the Cholesky factor and
+    :math:`\varepsilon \sim N(0, I)`.
+
+    Parameters
+    ----------
+    key : PRNG key
+    mean : Array, shape (..., d)
+        One mean per draw (a batch), or a single mean.
+    cov : Array, shape (d, d)
+        Positive definite, shared by every draw.
+    sample_shape : tuple of int
+        Extra leading shape, e.g. ``(N,)`` to draw N states around one mean.
+
+    Returns
+    -------
+    Array, shape sample_shape + mean.shape
+    """
+    mean = jnp.asarray(mean)
+    noise = jax.random.normal(key, sample_shape + mean.shape, dtype=mean.dtype)
+    return mean + noise @ jnp.linalg.cholesky(cov).T
 
 
 def _condition_on_observation(
@@ -203,41 +276,39 @@ class LinearGaussianSSM(NamedTuple):
 
     def sample_initial(self, key: Array, num_particles: int) -> Array:
         """Draw ``num_particles`` states from :math:`N(m_0, P_0)`, shape ``(N, d)``."""
-        initial = dist.MultivariateNormal(self.initial_mean, covariance_matrix=self.initial_cov)
-        return initial.sample(key, (num_particles,))
+        return sample_gaussian(key, self.initial_mean, self.initial_cov, (num_particles,))
 
     def log_prob_initial(self, x: ArrayLike) -> Array:
         """:math:`\\log N(x; m_0, P_0)` for ``x`` of shape ``(..., d)``."""
-        initial = dist.MultivariateNormal(self.initial_mean, covariance_matrix=self.initial_cov)
-        return initial.log_prob(x)
-
-    def _transition(self, x_prev: ArrayLike) -> dist.MultivariateNormal:
-        mean = jnp.asarray(x_prev) @ self.transition_matrix.T
-        return dist.MultivariateNormal(mean, covariance_matrix=self.transition_cov)
+        return gaussian_log_prob(x, self.initial_mean, self.initial_cov)
 
     def sample_transition(self, key: Array, t: ArrayLike, x_prev: ArrayLike) -> Array:
         """Draw :math:`x_t \\sim N(F x_{t-1}, Q)` for each row of ``x_prev`` ``(N, d)``."""
         del t  # time-homogeneous
-        return self._transition(x_prev).sample(key)
+        mean = jnp.asarray(x_prev) @ self.transition_matrix.T
+        return sample_gaussian(key, mean, self.transition_cov)
 
     def log_prob_transition(self, t: ArrayLike, x_prev: ArrayLike, x: ArrayLike) -> Array:
         """:math:`\\log N(x; F x_{t-1}, Q)`, broadcasting ``x_prev (..., d)`` against ``x``."""
         del t
-        return self._transition(x_prev).log_prob(x)
+        mean = jnp.asarray(x_prev) @ self.transition_matrix.T
+        return gaussian_log_prob(x, mean, self.transition_cov)
 
-    def _observation(self, x: ArrayLike) -> dist.MultivariateNormal:
-        mean = jnp.asarray(x) @ self.observation_matrix.T
-        return dist.MultivariateNormal(mean, covariance_matrix=self.observation_cov)
+    def log_transition_density_bound(self) -> Array:
+        """:math:`\\log \\sup f = -\\tfrac12 \\log\\det(2\\pi Q)`, the transition's peak."""
+        return _gaussian_log_peak(self.transition_cov)
 
     def sample_observation(self, key: Array, t: ArrayLike, x: ArrayLike) -> Array:
         """Draw :math:`y_t \\sim N(H x_t, R)` for each row of ``x`` ``(N, d)``, ``(N, k)``."""
         del t
-        return self._observation(x).sample(key)
+        mean = jnp.asarray(x) @ self.observation_matrix.T
+        return sample_gaussian(key, mean, self.observation_cov)
 
     def log_prob_observation(self, t: ArrayLike, x: ArrayLike, y: ArrayLike) -> Array:
         """:math:`\\log N(y; H x, R)` for ``x`` of shape ``(..., d)`` and ``y`` ``(k,)``."""
         del t
-        return self._observation(x).log_prob(y)
+        mean = jnp.asarray(x) @ self.observation_matrix.T
+        return gaussian_log_prob(y, mean, self.observation_cov)
 
     def optimal_proposal_initial(self, y: ArrayLike) -> tuple[Array, Array]:
         r"""The posterior of the first state, :math:`p(x_0 \mid y_0) = N(\text{mean}, \text{cov})`.
@@ -436,6 +507,10 @@ class StochasticVolatilitySSM(NamedTuple):
         mean = self._transition_mean(x_prev)[..., 0]
         return dist.Normal(mean, self.sigma).log_prob(jnp.asarray(x)[..., 0])
 
+    def log_transition_density_bound(self) -> Array:
+        """:math:`\\log \\sup f = -\\tfrac12 \\log(2\\pi\\sigma^2)`, the transition's peak."""
+        return _gaussian_log_peak(jnp.reshape(jnp.square(self.sigma), (1, 1)))
+
     def sample_observation(self, key: Array, t: ArrayLike, x: ArrayLike) -> Array:
         """Draw a return :math:`y_t \\sim N(0, e^{x_t})` per row of ``x``, ``(N, 1)``."""
         del t
@@ -505,6 +580,10 @@ class GrowthModelSSM(NamedTuple):
         """Transition log-density, broadcasting ``x_prev (..., 1)`` with ``x (..., 1)``."""
         mean = self._transition_mean(t, x_prev)[..., 0]
         return dist.Normal(mean, jnp.sqrt(self.transition_var)).log_prob(jnp.asarray(x)[..., 0])
+
+    def log_transition_density_bound(self) -> Array:
+        """:math:`\\log \\sup f = -\\tfrac12 \\log(2\\pi\\sigma_X^2)`, the transition's peak."""
+        return _gaussian_log_peak(jnp.reshape(self.transition_var, (1, 1)))
 
     def sample_observation(self, key: Array, t: ArrayLike, x: ArrayLike) -> Array:
         """Draw :math:`y_t \\sim N(x_t^2 / 20, \\sigma_Y^2)` per row of ``x``, ``(N, 1)``."""

@@ -77,6 +77,9 @@ Drawing from the backward kernel without paying :math:`O(N)` per draw
     :math:`\Lambda_t(i,\cdot)`: the result is still an exact draw, as rejection leaves
     the law of the eventual draw unchanged. For a Gaussian transition with covariance
     :math:`Q` in dimension :math:`d`, :math:`\bar\varepsilon = (2\pi)^{-d/2}|Q|^{-1/2}`.
+    Here the trials run as vectorised rounds (one proposal for every pending draw, over
+    only the pending draws once few are left) and the exact draws in chunks of rows, so
+    the cost follows the number of draws that actually need each route.
 
 Bias and cost
     ============  =====================  ===============================================
@@ -84,7 +87,8 @@ Bias and cost
     ============  =====================  ===============================================
     genealogy     :math:`O(N)`           degenerate for early times
     FFBSm         :math:`O(N^2)`         consistent; reference for the others
-    PaRIS         :math:`O(N \tilde N)`  consistent; variance close to FFBSm's
+    PaRIS         :math:`O(N \tilde N)`  consistent; variance above FFBSm's by a term
+                                         that shrinks as :math:`\tilde N` grows
     ============  =====================  ===============================================
 
     All three are self-normalised, hence biased by :math:`O(1/N)`; their standard
@@ -98,6 +102,12 @@ Additive functionals
     and :func:`marginal_means_functional` (:math:`\sum_s e_s \otimes x_s`, shape
     ``(T, d)``, whose expectation stacks every smoothed mean, in one linear-cost pass).
 
+Compilation
+    The public functions are jitted. Model parameters, particles, weights,
+    ``max_trials`` and the density bound are traced, so changing them reuses the
+    compiled code; the particle count, the number of steps, ``num_backward`` and the
+    functional (hashed by identity: build it once, not in a loop) compile anew.
+
 Recommended import::
 
     from posteriorlab.core.smc import smoothing
@@ -105,6 +115,7 @@ Recommended import::
 """
 
 from collections.abc import Callable
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -171,12 +182,13 @@ def marginal_means_functional(num_steps: int) -> AdditiveFunctional:
     smoothing expectation is the array of every smoothed mean
     :math:`E[x_s \mid y_{0:T}]`, obtained by PaRIS at linear cost in :math:`N`. The
     online PaRIS estimate at time :math:`t` holds :math:`E[x_s \mid y_{0:t}]` in rows
-    :math:`s \le t` and zeros below.
+    :math:`s \le t` and zeros in the rows :math:`s > t`.
 
     Parameters
     ----------
     num_steps
-        The number of time steps ``T`` of the observations the smoother will run on.
+        The number ``T`` of observations the smoother will run on. It must not be
+        smaller: a time index past the last row is silently dropped (JAX scatter).
 
     Returns
     -------
@@ -239,6 +251,7 @@ class GenealogyPaths(NamedTuple):
     log_weights: jax.Array
 
 
+@jax.jit
 def genealogy_smoother(info: FilterInfo) -> GenealogyPaths:
     r"""The path smoother: trace every final particle's ancestral line back to time 0.
 
@@ -303,6 +316,7 @@ def _log_backward_kernel(model, step: _Step, particles: jax.Array) -> jax.Array:
     return log_joint - logsumexp(log_joint, axis=1, keepdims=True)
 
 
+@jax.jit
 def ffbsm_marginals(model, info: FilterInfo) -> jax.Array:
     r"""Log smoothing weights of every particle, by the FFBSm backward recursion.
 
@@ -343,6 +357,7 @@ def ffbsm_marginals(model, info: FilterInfo) -> jax.Array:
     return jnp.concatenate([earlier, last[None]])
 
 
+@partial(jax.jit, static_argnames="functional")
 def ffbsm_additive(model, info: FilterInfo, functional: AdditiveFunctional) -> jax.Array:
     r"""FFBSm estimate of :math:`E[H(x_{0:T}) \mid y_{0:T}]` for an additive functional.
 
@@ -398,6 +413,7 @@ class MarginalMoments(NamedTuple):
     variances: jax.Array
 
 
+@jax.jit
 def marginal_moments(particles: jax.Array, log_weights: jax.Array) -> MarginalMoments:
     r"""Means and variances of weighted particles, e.g. FFBSm's smoothing marginals.
 
@@ -452,26 +468,18 @@ class ParisResult(NamedTuple):
     num_exact_draws: jax.Array
 
 
-def _gaussian_log_density_bound(model) -> jax.Array:
-    r""":math:`\log\bar\varepsilon = -\tfrac d2 \log 2\pi - \tfrac12 \log|Q|`, the peak of a
-    Gaussian transition density, from the model's ``transition_cov`` (a ``(d, d)``
-    matrix) or ``transition_var`` (a scalar variance, ``d = 1``).
-    """
-    if hasattr(model, "transition_cov"):
-        transition_cov = jnp.asarray(model.transition_cov)
-    elif hasattr(model, "transition_var"):
-        transition_cov = jnp.reshape(jnp.asarray(model.transition_var, float), (1, 1))
-    else:
+def _log_transition_density_bound(model) -> jax.Array:
+    r""":math:`\log\bar\varepsilon`, an upper bound of :math:`\log f_t(x \mid x_{t-1})`,
+    from the model's ``log_transition_density_bound()`` method."""
+    if not hasattr(model, "log_transition_density_bound"):
         raise TypeError(
             f"PaRIS draws backward indices by accept-reject, which needs an upper bound "
-            f"on the transition density; {type(model).__name__} has neither "
-            f"`transition_cov` nor `transition_var` to compute it from. Pass "
-            f"log_transition_bound explicitly (for a Gaussian transition with standard "
-            f"deviation sigma: -0.5 * log(2 * pi * sigma**2)), or use ffbsm_additive."
+            f"on the transition density; {type(model).__name__} has no "
+            f"`log_transition_density_bound()` method. Pass log_transition_bound explicitly "
+            f"(for a Gaussian transition with standard deviation sigma: "
+            f"-0.5 * log(2 * pi * sigma**2)), or use ffbsm_additive."
         )
-    chol = jnp.linalg.cholesky(transition_cov)
-    dim = transition_cov.shape[0]
-    return -0.5 * dim * jnp.log(2.0 * jnp.pi) - jnp.sum(jnp.log(jnp.diag(chol)))
+    return jnp.asarray(model.log_transition_density_bound())
 
 
 def _inverse_cdf(cdf: jax.Array, uniforms: jax.Array) -> jax.Array:
@@ -484,8 +492,10 @@ def _inverse_cdf(cdf: jax.Array, uniforms: jax.Array) -> jax.Array:
 
 
 _NARROW_WIDTH = 64
-"""Draws handled together once few are pending: by a narrow accept–reject round or by
-one chunk of exact draws, O(64) and O(64 N) respectively."""
+"""Accept–reject rounds cover only the pending draws once at most this many are left."""
+
+_EXACT_CHUNK_EVALUATIONS = 2**14
+"""Transition densities evaluated per chunk of exact draws (at least 64 rows of N)."""
 
 
 class _Draws(NamedTuple):
@@ -509,13 +519,14 @@ def _accept_reject_round(key, model, step: _Step, draws: _Draws, slots, log_boun
     num_backward = num_draws // step.particles.shape[0]
     ids = jnp.minimum(slots, num_draws - 1)
     active = (slots < num_draws) & draws.pending[ids]
-    key_propose, key_accept = jax.random.split(jax.random.fold_in(key, draws.num_rounds))
+    # One uniform to propose with and one to accept with, per slot; 1 - u lies in (0, 1].
+    uniforms = jax.random.uniform(jax.random.fold_in(key, draws.num_rounds), (2, *slots.shape))
     cdf = jnp.cumsum(jnp.exp(step.log_weights_prev))
-    proposals = _inverse_cdf(cdf, jax.random.uniform(key_propose, slots.shape))
+    proposals = _inverse_cdf(cdf, uniforms[0])
     log_density = model.log_prob_transition(
         step.t, step.particles_prev[proposals], step.particles[ids // num_backward]
     )
-    log_uniform = -jax.random.exponential(key_accept, slots.shape)
+    log_uniform = jnp.log1p(-uniforms[1])
     accepted = active & (log_uniform <= log_density - log_bound)
     return _Draws(
         # Empty slots (id M) are dropped, so they never overwrite draw M - 1.
@@ -563,14 +574,16 @@ def _accept_reject(key, model, step: _Step, draws: _Draws, max_trials, log_bound
 
 
 def _exact_fallback(key, model, step: _Step, draws: _Draws) -> jax.Array:
-    r"""Make the still-pending draws exactly, ``_NARROW_WIDTH`` at a time.
+    r"""Make the still-pending draws exactly, a chunk of rows at a time.
 
     A draw for particle :math:`i` costs one row :math:`\Lambda_t(i, \cdot)`, :math:`O(N)`,
     so the cost is proportional to the number of pending draws, and nothing runs when
     none is. Returns the completed ``(M,)`` indices.
     """
-    width = min(draws.indices.shape[0], _NARROW_WIDTH)
-    num_backward = draws.indices.shape[0] // step.particles.shape[0]
+    num_particles = step.particles.shape[0]
+    rows_per_chunk = max(_NARROW_WIDTH, _EXACT_CHUNK_EVALUATIONS // num_particles)
+    width = min(draws.indices.shape[0], rows_per_chunk)
+    num_backward = draws.indices.shape[0] // num_particles
 
     def exact_chunk(state):
         draws, num_chunks = state
@@ -624,6 +637,7 @@ def _check_num_backward(num_backward) -> None:
         )
 
 
+@partial(jax.jit, static_argnames=("functional", "num_backward"))
 def paris(
     key: jax.Array,
     model,
@@ -678,10 +692,11 @@ def paris(
         32 rounds leave only the draws of particles in the far tails to the fallback.
     log_transition_bound
         :math:`\log\bar\varepsilon`, an upper bound of
-        :math:`\log f(x_t \mid x_{t-1})` over all states and times (traced). By default
-        it is the peak of the model's Gaussian transition,
-        :math:`-\tfrac d2 \log 2\pi - \tfrac12 \log|Q|`, from ``transition_cov`` or
-        ``transition_var``. A value below the true supremum biases the draws.
+        :math:`\log f_t(x_t \mid x_{t-1})` over all states and times (traced). By
+        default the model's ``log_transition_density_bound()``, or else the peak of its
+        Gaussian transition, :math:`-\tfrac d2 \log 2\pi - \tfrac12 \log|Q|`, from
+        ``transition_cov`` or ``transition_var``. A value below the true supremum
+        biases the draws.
 
     Returns
     -------
@@ -694,11 +709,11 @@ def paris(
     ValueError
         If ``num_backward`` is not an int ``>= 2``.
     TypeError
-        If no bound is given and the model has no Gaussian transition (co)variance.
+        If no bound is given and the model provides none (see ``log_transition_bound``).
     """
     _check_num_backward(num_backward)
     if log_transition_bound is None:
-        log_transition_bound = _gaussian_log_density_bound(model)
+        log_transition_bound = _log_transition_density_bound(model)
 
     def forward(statistics, inputs):
         key_t, step, log_weights = inputs
