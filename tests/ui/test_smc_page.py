@@ -15,7 +15,7 @@ def control(page, label):
 
 
 def evidence_line(page):
-    return page.get_by_text("log-evidence", exact=False).first.inner_text()
+    return page.locator("p", has_text="log-evidence").first.inner_text()
 
 
 def wait_for_change(page, read, before, timeout=60.0):
@@ -36,6 +36,7 @@ def test_smc_lab_follows_its_controls(server, page, artifacts):
     page.goto(server + "/smc?N=500&seed=3", timeout=PAGE_TIMEOUT_MS)
     page.get_by_text("exact log Z (Kalman)").wait_for(timeout=PAGE_TIMEOUT_MS)
     assert control(page, "Particles N").input_value() == "500"  # the URL set the state
+    page.locator(".bk-tab", has_text="Evidence").click()
     page.get_by_text("with N = 500").wait_for(timeout=PAGE_TIMEOUT_MS)  # replicates arrived
 
     first = evidence_line(page)
@@ -44,11 +45,11 @@ def test_smc_lab_follows_its_controls(server, page, artifacts):
     particles.press("Enter")
     second = wait_for_change(page, evidence_line, first, timeout=120)
     page.get_by_text("with N = 200").wait_for(timeout=PAGE_TIMEOUT_MS)
-    assert "N=200" in page.url
+    page.wait_for_url("**N=200**", timeout=10_000)
 
     control(page, "Resampling scheme").select_option(label="Multinomial")
     wait_for_change(page, evidence_line, second, timeout=120)
-    assert "resampling=multinomial" in page.url
+    page.wait_for_url("**resampling=multinomial**", timeout=10_000)
     assert not page.get_by_text("Input problem").is_visible()
     page.screenshot(path=artifacts / "smc-lab.png", full_page=True)
 

@@ -35,7 +35,8 @@ WIDGETS = {
     "ess_threshold": pn.widgets.EditableFloatSlider,
     "annealing_trigger": pn.widgets.EditableFloatSlider,
     "annealing_early_phase": pn.widgets.EditableFloatSlider,
-    "num_particles": {"type": pn.widgets.IntInput, "step": 100},
+    # No start or end: a typed N outside the usual range reaches the lab, which explains it.
+    "num_particles": {"type": pn.widgets.IntInput, "step": 100, "start": None, "end": None},
     "data_seed": pn.widgets.IntInput,
     "seed": pn.widgets.IntInput,
     "observations_text": {

@@ -58,8 +58,8 @@ PROPOSAL_LABELS = {
     "Guided (locally optimal)": "guided",
 }
 SMOOTHER_LABELS = {
-    "PaRIS (linear cost)": "paris",
     "FFBSm (N² cost)": "ffbsm",
+    "PaRIS (linear cost)": "paris",
     "Genealogy (ancestral paths)": "genealogy",
 }
 
@@ -373,7 +373,7 @@ class SMCLab(param.Parameterized):
     )
     smoother = param.Selector(
         objects=SMOOTHER_LABELS,
-        default="paris",
+        default="ffbsm",
         label="Smoother",
         doc="How E[x_t | all data] is estimated from the particles.",
     )

@@ -1,0 +1,110 @@
+"""Latency of the served SMC lab, measured in headless Chromium.
+
+Starts ``posteriorlab serve`` on a free localhost port and reports
+
+* cold start: from launching the server to the first SMC page showing its figures and
+  the exact answer (compilation included; a second start reads the persistent
+  compilation cache);
+* update latency: from typing a new value into a control (filter seed, then ESS
+  threshold) to the page showing the new numbers, median and 90th percentile over
+  repeated changes, at N = 1000, T = 100 (the defaults) after warm-up.
+
+Usage::
+
+    python bench/latency.py [--repeats 15] [--port 5099]
+
+Needs Debian's ``chromium`` (or ``POSTERIORLAB_CHROMIUM``) and Playwright.
+"""
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+
+from playwright.sync_api import sync_playwright
+
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def wait_for_server(url, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(url)
+
+
+def control(page, label):
+    return page.locator(".bk-input-group", has_text=label).locator("input").first
+
+
+def evidence_line(page):
+    return page.locator("p", has_text="log-evidence").first.inner_text()
+
+
+def time_change(page, label, value):
+    """Seconds from submitting ``value`` in the control ``label`` to a new evidence line."""
+    before = evidence_line(page)
+    box = control(page, label)
+    box.fill(str(value))
+    start = time.perf_counter()
+    box.press("Enter")
+    while evidence_line(page) == before:
+        page.wait_for_timeout(5)
+    return time.perf_counter() - start
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--port", type=int, default=5099)
+    args = parser.parse_args()
+    chromium = os.environ.get("POSTERIORLAB_CHROMIUM") or shutil.which("chromium")
+    url = f"http://localhost:{args.port}"
+
+    launched = time.perf_counter()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "posteriorlab.cli", "serve", "--port", str(args.port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_server(url + "/")
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium, args=FLAGS)
+            page = browser.new_page(viewport={"width": 1500, "height": 1000})
+            page.set_default_timeout(300_000)
+            page.goto(url + "/smc")
+            page.get_by_text("exact log Z (Kalman)").wait_for()
+            cold = time.perf_counter() - launched
+            print(f"cold start to first interactive SMC page: {cold:.1f} s")
+
+            loaded = time.perf_counter()
+            page.goto(url + "/smc?seed=1")
+            page.get_by_text("exact log Z (Kalman)").wait_for()
+            print(f"warm page load (new session):            {time.perf_counter() - loaded:.2f} s")
+
+            for label, values in (("Filter seed", range(2, 2 + args.repeats)),
+                                  ("Resample when ESS/N below",
+                                   [round(0.3 + 0.02 * i, 2) for i in range(args.repeats)])):
+                time_change(page, label, next(iter(values)) + 100 if label == "Filter seed"
+                            else 0.99)  # warm-up change
+                times = sorted(time_change(page, label, v) for v in values)
+                p90 = times[int(0.9 * (len(times) - 1))]
+                print(f"update after changing {label!r}: median {1000 * statistics.median(times):.0f} ms,"
+                      f" p90 {1000 * p90:.0f} ms over {len(times)} changes")
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+if __name__ == "__main__":
+    main()
