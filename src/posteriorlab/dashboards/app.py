@@ -41,12 +41,17 @@ def _configure() -> None:
     pn.config.throttled = True
 
 
-def _navigation(current: str) -> pn.pane.Markdown:
-    links = ["[Home](./)"] + [
-        f"**{lab['title']}**" if name == current else f"[{lab['title']}](./{name})"
-        for name, lab in LABS.items()
+def _navigation(current: str) -> pn.pane.HTML:
+    """Links to the home page and every lab, white on the header; the current one in bold."""
+    style = "color: white; margin-right: 1.2em; font-size: 1.05em"
+    links = [("./", "Home", current == "")] + [
+        (f"./{name}", lab["title"], current == name) for name, lab in LABS.items()
     ]
-    return pn.pane.Markdown(" · ".join(links), styles={"color": "white"}, margin=(0, 20))
+    html = "".join(
+        f'<a href="{href}" style="{style}; font-weight: {700 if here else 400}">{title}</a>'
+        for href, title, here in links
+    )
+    return pn.pane.HTML(html, margin=(8, 20))
 
 
 def landing_page():
