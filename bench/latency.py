@@ -27,8 +27,14 @@ import urllib.request
 
 from playwright.sync_api import sync_playwright
 
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def wait_for_server(url, timeout=120):
@@ -73,7 +79,8 @@ def main():
     launched = time.perf_counter()
     server = subprocess.Popen(
         [sys.executable, "-m", "posteriorlab.cli", "serve", "--port", str(args.port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         wait_for_server(url + "/")
@@ -91,15 +98,23 @@ def main():
             page.get_by_text("exact log Z (Kalman)").wait_for()
             print(f"warm page load (new session):            {time.perf_counter() - loaded:.2f} s")
 
-            for label, values in (("Filter seed", range(2, 2 + args.repeats)),
-                                  ("Resample when ESS/N below",
-                                   [round(0.3 + 0.02 * i, 2) for i in range(args.repeats)])):
-                time_change(page, label, next(iter(values)) + 100 if label == "Filter seed"
-                            else 0.99)  # warm-up change
+            for label, values in (
+                ("Filter seed", range(2, 2 + args.repeats)),
+                (
+                    "Resample when ESS/N below",
+                    [round(0.3 + 0.02 * i, 2) for i in range(args.repeats)],
+                ),
+            ):
+                time_change(
+                    page, label, next(iter(values)) + 100 if label == "Filter seed" else 0.99
+                )  # warm-up change
                 times = sorted(time_change(page, label, v) for v in values)
                 p90 = times[int(0.9 * (len(times) - 1))]
-                print(f"update after changing {label!r}: median {1000 * statistics.median(times):.0f} ms,"
-                      f" p90 {1000 * p90:.0f} ms over {len(times)} changes")
+                median = 1000 * statistics.median(times)
+                print(
+                    f"update after changing {label!r}: median {median:.0f} ms,"
+                    f" p90 {1000 * p90:.0f} ms over {len(times)} changes"
+                )
             browser.close()
     finally:
         server.terminate()
