@@ -90,7 +90,8 @@ class PathCoefficients(NamedTuple):
 
 def coefficients(schedule: Schedule, t) -> PathCoefficients:
     r"""Evaluate a schedule and its derivatives at :math:`\min(t, 1 - 10^{-6})`."""
-    t = jnp.minimum(jnp.asarray(t, dtype=jnp.result_type(float)), T_MAX)
+    t = jnp.asarray(t, dtype=jnp.result_type(float))
+    t = jnp.where(t > T_MAX, T_MAX, t)  # not jnp.minimum: its gradient is halved at a tie
     return PathCoefficients(
         schedule.alpha(t), schedule.sigma(t), schedule.alpha_dot(t), schedule.sigma_dot(t)
     )
