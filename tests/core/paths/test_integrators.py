@@ -110,3 +110,21 @@ def test_diffusion_level_shapes():
     np.testing.assert_allclose(fading(t), 0.5 * sigma(t) ** 2)
     with pytest.raises(ValueError, match="constant"):
         integrators.diffusion_level(0.5, "wiggly")
+
+
+@pytest.mark.parametrize("solver", ["euler", "heun", "rk4"])
+def test_endpoint_with_traced_step_count_matches_the_trajectory(solver):
+    traces = []
+
+    @jax.jit
+    def end(schedule, target, x0, num_steps):
+        traces.append(1)
+        return integrators.endpoint(solver, exact_velocity(schedule, target), x0, num_steps)
+
+    target = canonical_target()
+    for n in (3, 10):
+        path = flow(SCHEDULES["cosine"], target, STARTS, solver=solver, num_steps=n)
+        np.testing.assert_allclose(
+            end(SCHEDULES["cosine"], target, STARTS, n), path[-1], rtol=1e-12
+        )
+    assert len(traces) == 1

@@ -114,3 +114,27 @@ def test_schedule_change_reference_value():
     np.testing.assert_allclose(
         converted(0.5, jnp.array([0.3, -0.7])), [-0.552636, -0.292576], atol=1e-6
     )
+
+
+def test_switchable_schedule_matches_each_kind_and_never_retraces():
+    table_times = jnp.linspace(0.0, 1.0, 17)
+    table = schedules.Tabulated(
+        table_times, table_times**2, 1.0 - table_times**2, 2 * table_times, -2 * table_times
+    )
+    members = {**SCHEDULES, "tabulated": table}
+    traces = []
+
+    @jax.jit
+    def evaluate(schedule, t):
+        traces.append(1)
+        return schedules.coefficients(schedule, t)
+
+    t = jnp.asarray(0.37)
+    for index, name in enumerate(schedules.SWITCHABLE_KINDS):
+        switchable = schedules.Switchable(
+            jnp.asarray(index), SCHEDULES["polynomial"], SCHEDULES["vp"], SCHEDULES["ve"], table
+        )
+        np.testing.assert_allclose(
+            evaluate(switchable, t), schedules.coefficients(members[name], t), rtol=1e-12
+        )
+    assert len(traces) == 1

@@ -38,6 +38,7 @@ caller inside ``jit``, are traced.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
@@ -61,43 +62,65 @@ def _integrate(step, x0, times):
     return jnp.concatenate([x0[None], path], axis=0)
 
 
+def _euler_step(velocity: Field, t, h, x):
+    return x + h * velocity(t, x)
+
+
+def _heun_step(velocity: Field, t, h, x):
+    slope = velocity(t, x)
+    predicted = x + h * slope
+    return x + 0.5 * h * (slope + velocity(t + h, predicted))
+
+
+def _rk4_step(velocity: Field, t, h, x):
+    k1 = velocity(t, x)
+    k2 = velocity(t + 0.5 * h, x + 0.5 * h * k1)
+    k3 = velocity(t + 0.5 * h, x + 0.5 * h * k2)
+    k4 = velocity(t + h, x + h * k3)
+    return x + (h / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+
+
+_STEPS = {"euler": _euler_step, "heun": _heun_step, "rk4": _rk4_step}
+
+
 def euler(velocity: Field, x0, times) -> jax.Array:
     r"""Euler's method, :math:`x_{k+1} = x_k + h\, u_{t_k}(x_k)`.
 
     Returns the trajectory, shape ``(len(times), *x0.shape)``.
     """
-    return _integrate(lambda t, h, x: x + h * velocity(t, x), x0, times)
+    return _integrate(functools.partial(_euler_step, velocity), x0, times)
 
 
 def heun(velocity: Field, x0, times) -> jax.Array:
     r"""Heun's method: an Euler predictor :math:`\tilde x = x_k + h u_{t_k}(x_k)`, then
     the trapezoid :math:`x_{k+1} = x_k + \tfrac h2 [u_{t_k}(x_k) + u_{t_{k+1}}(\tilde x)]`."""
-
-    def step(t, h, x):
-        slope = velocity(t, x)
-        predicted = x + h * slope
-        return x + 0.5 * h * (slope + velocity(t + h, predicted))
-
-    return _integrate(step, x0, times)
+    return _integrate(functools.partial(_heun_step, velocity), x0, times)
 
 
 def rk4(velocity: Field, x0, times) -> jax.Array:
     r"""The classical fourth-order Runge--Kutta method (four evaluations per step)."""
-
-    def step(t, h, x):
-        k1 = velocity(t, x)
-        k2 = velocity(t + 0.5 * h, x + 0.5 * h * k1)
-        k3 = velocity(t + 0.5 * h, x + 0.5 * h * k2)
-        k4 = velocity(t + h, x + h * k3)
-        return x + (h / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
-
-    return _integrate(step, x0, times)
+    return _integrate(functools.partial(_rk4_step, velocity), x0, times)
 
 
 ODE_SOLVERS = {"euler": euler, "heun": heun, "rk4": rk4}
 """The probability-flow ODE solvers by name, with their evaluations per step below."""
 
 EVALUATIONS_PER_STEP = {"euler": 1, "heun": 2, "rk4": 4, "euler_maruyama": 1}
+
+
+def endpoint(solver: str, velocity: Field, x0, num_steps) -> jax.Array:
+    """Where ``solver`` carries ``x0`` in ``num_steps`` equal steps from t = 0 to 1.
+
+    Only the end point is kept, so ``num_steps`` may be a traced integer: comparing step
+    budgets then needs one compiled program, not one per budget.
+    """
+    h = 1.0 / num_steps
+    step = _STEPS[solver]
+
+    def advance(k, x):
+        return step(velocity, k * h, h, x)
+
+    return jax.lax.fori_loop(0, num_steps, advance, x0)
 
 
 def euler_maruyama(

@@ -298,6 +298,48 @@ def _hermite(knots, values, slopes, t):
     return value, derivative
 
 
+class Switchable(NamedTuple):
+    r"""Every schedule kind in one pytree, chosen by a traced index.
+
+    A dashboard that lets the student switch between schedules would compile a new
+    program for each kind, because each kind is a different pytree. Holding the
+    parameters of all kinds side by side and choosing among them with
+    ``jax.lax.switch`` on a traced ``kind`` makes the switch as cheap as moving a slider.
+    Under ``jax.vmap`` over ``kind`` (comparing all schedules at once) the switch becomes
+    a select that evaluates every kind, which is what a comparison needs anyway.
+
+    ``kind`` indexes :data:`SWITCHABLE_KINDS`.
+    """
+
+    kind: jax.Array
+    polynomial: Polynomial
+    vp: VP
+    ve: VE
+    table: Tabulated
+
+    def _members(self):
+        return (CondOT(), Cosine(), self.polynomial, LinearVP(), self.vp, self.ve, self.table)
+
+    def _switch(self, method, t):
+        return jax.lax.switch(self.kind, [getattr(m, method) for m in self._members()], t)
+
+    def alpha(self, t):
+        return self._switch("alpha", t)
+
+    def sigma(self, t):
+        return self._switch("sigma", t)
+
+    def alpha_dot(self, t):
+        return self._switch("alpha_dot", t)
+
+    def sigma_dot(self, t):
+        return self._switch("sigma_dot", t)
+
+
+SWITCHABLE_KINDS = ("condot", "cosine", "polynomial", "linear_vp", "vp", "ve", "tabulated")
+"""The order of the schedule kinds inside :class:`Switchable`."""
+
+
 # --------------------------------------------------------------------------------------
 # Changing schedule: the same transport, re-timed and re-scaled
 # --------------------------------------------------------------------------------------
