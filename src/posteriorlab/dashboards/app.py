@@ -11,7 +11,9 @@ import threading
 
 import panel as pn
 
-from posteriorlab.dashboards.smc import URL_PARAMETERS, SMCDashboard
+from posteriorlab.dashboards import paths as paths_dashboard
+from posteriorlab.dashboards import smc as smc_dashboard
+from posteriorlab.labs.paths import INTEGRATOR_LABELS, PathsLab
 from posteriorlab.labs.smc import RESAMPLING_LABELS, SMCLab
 
 ASSETS = pathlib.Path(__file__).parent / "assets"
@@ -26,6 +28,16 @@ LABS = {
             "exact Kalman answer."
         ),
         "thumbnail": "smc.png",
+    },
+    "paths": {
+        "title": "Probability paths",
+        "summary": (
+            "Carry noise to a Gaussian mixture along exact probability paths. Switch the "
+            "noise schedule (Cond-OT, cosine, VP, VE, kinetic-optimal), the integrator, the "
+            "step count and the SDE noise level; watch the trajectories, the density and "
+            "velocity field, and compare kinetic energy and error per step budget."
+        ),
+        "thumbnail": "paths.png",
     },
 }
 
@@ -92,30 +104,49 @@ def landing_page():
     )
 
 
-def smc_page():
-    """The SMC lab, its state mirrored in the URL (e.g. ``/smc?N=1000&seed=3``)."""
-    _configure()
-    lab = SMCLab(run_later=lambda function: pn.state.execute(function, schedule=True))
+def _lab_page(name: str, lab, dashboard_module, dashboard_class):
+    """A lab page: the lab's state mirrored in the URL, controls in the sidebar."""
     if pn.state.location is not None:
-        pn.state.location.sync(lab, URL_PARAMETERS)
-    dashboard = SMCDashboard(lab=lab)
+        pn.state.location.sync(lab, dashboard_module.URL_PARAMETERS)
+    dashboard = dashboard_class(lab=lab)
     return TEMPLATE(
-        title=f"posteriorlab · {LABS['smc']['title']}",
+        title=f"posteriorlab · {LABS[name]['title']}",
         sidebar=[dashboard.controls],
         main=[dashboard.main],
         **TEMPLATE_STYLE,
-        header=[_navigation("smc")],
+        header=[_navigation(name)],
         sidebar_width=340,
     )
 
 
-PAGES = {"/": landing_page, "/smc": smc_page}
+def _run_on_next_tick(function) -> None:
+    pn.state.execute(function, schedule=True)
+
+
+def smc_page():
+    """The SMC lab, its state mirrored in the URL (e.g. ``/smc?N=1000&seed=3``)."""
+    _configure()
+    lab = SMCLab(run_later=_run_on_next_tick)
+    return _lab_page("smc", lab, smc_dashboard, smc_dashboard.SMCDashboard)
+
+
+def paths_page():
+    """The paths lab (e.g. ``/paths?schedule=cosine&steps=20``)."""
+    _configure()
+    lab = PathsLab(run_later=_run_on_next_tick)
+    return _lab_page("paths", lab, paths_dashboard, paths_dashboard.PathsDashboard)
+
+
+PAGES = {"/": landing_page, "/smc": smc_page, "/paths": paths_page}
 
 
 def warm_up() -> None:
-    """Compile the default programs of every lab (one run per resampling scheme)."""
+    """Compile the default programs of every lab (each SMC resampling scheme, each paths
+    integrator at the default sizes)."""
     for scheme in RESAMPLING_LABELS.values():
         SMCLab(resampling=scheme)
+    for integrator in INTEGRATOR_LABELS.values():
+        PathsLab(integrator=integrator)
 
 
 def serve(
@@ -139,7 +170,7 @@ def serve(
         num_procs=num_procs,
         prefix=prefix,
         show=show,
-        title={"/": "posteriorlab", "smc": "posteriorlab · SMC"},
+        title={"/": "posteriorlab", "smc": "posteriorlab · SMC", "paths": "posteriorlab · paths"},
         static_dirs={"assets": str(ASSETS)},
         threaded=False,
     )
