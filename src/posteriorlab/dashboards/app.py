@@ -15,6 +15,7 @@ from posteriorlab.dashboards import paths as paths_dashboard
 from posteriorlab.dashboards import smc as smc_dashboard
 from posteriorlab.labs.paths import INTEGRATOR_LABELS, PathsLab
 from posteriorlab.labs.smc import RESAMPLING_LABELS, SMCLab
+from posteriorlab.labs.steering import SteeringLab
 
 ASSETS = pathlib.Path(__file__).parent / "assets"
 
@@ -104,11 +105,14 @@ def landing_page():
     )
 
 
-def _lab_page(name: str, lab, dashboard_module, dashboard_class):
-    """A lab page: the lab's state mirrored in the URL, controls in the sidebar."""
+def _lab_page(name: str, dashboard, url_state):
+    """A lab page: the labs' state mirrored in the URL, controls in the sidebar.
+
+    ``url_state`` lists ``(parameterized, {parameter: URL name})`` pairs.
+    """
     if pn.state.location is not None:
-        pn.state.location.sync(lab, dashboard_module.URL_PARAMETERS)
-    dashboard = dashboard_class(lab=lab)
+        for parameterized, names in url_state:
+            pn.state.location.sync(parameterized, names)
     return TEMPLATE(
         title=f"posteriorlab · {LABS[name]['title']}",
         sidebar=[dashboard.controls],
@@ -127,14 +131,22 @@ def smc_page():
     """The SMC lab, its state mirrored in the URL (e.g. ``/smc?N=1000&seed=3``)."""
     _configure()
     lab = SMCLab(run_later=_run_on_next_tick)
-    return _lab_page("smc", lab, smc_dashboard, smc_dashboard.SMCDashboard)
+    url_state = [(lab, smc_dashboard.URL_PARAMETERS)]
+    return _lab_page("smc", smc_dashboard.SMCDashboard(lab=lab), url_state)
 
 
 def paths_page():
-    """The paths lab (e.g. ``/paths?schedule=cosine&steps=20``)."""
+    """The paths lab (e.g. ``/paths?schedule=cosine&steps=20``; the steering tab's state
+    too, e.g. ``&lambda=0.5&N=256``)."""
     _configure()
     lab = PathsLab(run_later=_run_on_next_tick)
-    return _lab_page("paths", lab, paths_dashboard, paths_dashboard.PathsDashboard)
+    steering = SteeringLab(paths=lab, compute=False, run_later=_run_on_next_tick)
+    url_state = [
+        (lab, paths_dashboard.URL_PARAMETERS),
+        (steering, paths_dashboard.STEERING_URL_PARAMETERS),
+    ]
+    dashboard = paths_dashboard.PathsDashboard(lab=lab, steering=steering)
+    return _lab_page("paths", dashboard, url_state)
 
 
 PAGES = {"/": landing_page, "/smc": smc_page, "/paths": paths_page}
@@ -142,11 +154,12 @@ PAGES = {"/": landing_page, "/smc": smc_page, "/paths": paths_page}
 
 def warm_up() -> None:
     """Compile the default programs of every lab (each SMC resampling scheme, each paths
-    integrator at the default sizes)."""
+    integrator and the steering methods at the default sizes)."""
     for scheme in RESAMPLING_LABELS.values():
         SMCLab(resampling=scheme)
     for integrator in INTEGRATOR_LABELS.values():
         PathsLab(integrator=integrator)
+    SteeringLab()
 
 
 def serve(

@@ -9,7 +9,9 @@ import panel as pn
 import param
 
 from posteriorlab.labs.paths import PathsLab
+from posteriorlab.labs.steering import SteeringLab
 from posteriorlab.plots import paths as figures
+from posteriorlab.plots import steering as steering_figures
 
 CONTROL_GROUPS = {
     "Target and source": ["preset", "components", "source_scale"],
@@ -67,6 +69,27 @@ URL_PARAMETERS = {
     "seed": "seed",
     "time": "t",
 }
+STEERING_URL_PARAMETERS = {
+    "obs_a1": "a1",
+    "obs_a2": "a2",
+    "obs_y": "y",
+    "obs_noise_sd": "obs_sd",
+    "temperature": "lambda",
+    "num_particles": "N",
+    "num_steps": "K",
+    "diffusion_level": "eta",
+    "ess_threshold": "ess",
+    "interpolant": "interpolant",
+    "lookahead": "lookahead",
+    "seed": "steer_seed",
+}
+TRAINING_CONTROLS = ["learning_rate", "network_width", "train", "reset_training"]
+STEERING_WIDGETS = {
+    name: pn.widgets.EditableFloatSlider
+    for name in ("obs_a1", "obs_a2", "obs_y", "obs_noise_sd", "temperature", "diffusion_level",
+                 "ess_threshold")
+}  # fmt: skip
+STEERING_WIDGETS["seed"] = pn.widgets.IntInput
 
 INTRO = """
 A **Gaussian probability path** mixes noise x₀ into data x₁ as x_t = σ_t x₀ + α_t x₁,
@@ -82,6 +105,15 @@ TAB_TEXT = {
     "the exact target (grey). Right: the exact density p_t with its velocity field at the "
     "time on the slider. Schedules with α₀ = 0, σ₀ = 1 all map a noise point to the same data "
     "point — they only differ in how fast and how straight they travel.",
+    "Flow matching": "Train a small network v_θ(t, x) to regress the conditional velocity "
+    "α̇_t x₁ + σ̇_t x₀ on samples of the path. Its loss cannot reach zero: its floor is the loss "
+    "of the exact field u_t, drawn dashed, and the gap between the two is exactly "
+    "E‖v_θ − u_t‖². Each press runs 200 Adam steps on the current target and schedule.",
+    "Steering": "A reward r(x) = log N(y; a·x, σ_y²) the flow never saw. Each method spends N × K "
+    "model evaluations per answer. Best-of-N and Rollover Budget Forcing (12 repeats each) "
+    "**optimise**: their answers crowd onto the line a·x = y. SMC **samples**: its weighted "
+    "particles spread like the exact tilted target π_λ ∝ p·e^{r/λ} (black contours; at "
+    "λ = 1 it is Bayes' posterior) and estimate its normaliser Z_λ.",
     "Schedules": "The kinetic energy ∫E‖u_t‖² dt measures how much the particles must move; "
     "the kinetic-optimal schedule, computed for this mixture from its data-separation "
     "function, has the least. The lower plot is what a step budget buys each schedule.",
@@ -92,11 +124,16 @@ class PathsDashboard(pn.viewable.Viewer):
     """Controls, explanations and live figures of the paths lab."""
 
     lab = param.ClassSelector(class_=PathsLab)
+    steering = param.ClassSelector(class_=SteeringLab)
 
     def __init__(self, **params):
         if "lab" not in params:
             params["lab"] = PathsLab()
+        if "steering" not in params:
+            params["steering"] = SteeringLab(paths=params["lab"], compute=False)
         super().__init__(**params)
+        if self.steering.result is None:
+            self.steering._run_later(self.steering.update)
         self._controls = self._build_controls()
         self._main = self._build_main()
 
@@ -134,13 +171,14 @@ class PathsDashboard(pn.viewable.Viewer):
         return self._controls
 
     # ----------------------------------------------------------------- main area
-    def _map(self, function, source="result", clickable=False):
+    def _map(self, function, source="result", clickable=False, owner=None):
         def draw(value):
             if value is None:
                 return hv.Overlay([])
             return function(value)
 
-        dynamic = hv.DynamicMap(pn.bind(draw, self.lab.param[source]))
+        owner = self.lab if owner is None else owner
+        dynamic = hv.DynamicMap(pn.bind(draw, owner.param[source]))
         if clickable:
             tap = hv.streams.SingleTap(source=dynamic)
             tap.add_subscriber(self._add_component)
@@ -193,10 +231,82 @@ class PathsDashboard(pn.viewable.Viewer):
                     sizing_mode="stretch_width",
                 ),
             ),
+            ("Flow matching", self._training_tab()),
+            ("Steering", self._steering_tab()),
             dynamic=True,
             sizing_mode="stretch_width",
         )
         return pn.Column(INTRO, error, summary, tabs, sizing_mode="stretch_width")
+
+    def _training_tab(self):
+        controls = pn.Param(
+            self.lab,
+            parameters=TRAINING_CONTROLS,
+            widgets={"train": {"type": pn.widgets.Button, "color": "primary"}},
+            show_name=False,
+            width=260,
+        )
+        status = pn.pane.Markdown(
+            pn.bind(training_summary, self.lab.param.training_result),
+            sizing_mode="stretch_width",
+            name="training summary",
+        )
+        return pn.Column(
+            TAB_TEXT["Flow matching"],
+            pn.Row(controls, status, sizing_mode="stretch_width"),
+            pn.Row(
+                self._map(figures.training_loss_plot, source="training_result"),
+                self._map(figures.velocity_error_plot, source="training_result"),
+                sizing_mode="stretch_width",
+            ),
+            self._map(figures.learned_field_plot, source="training_result"),
+            sizing_mode="stretch_width",
+        )
+
+    def _steering_tab(self):
+        steering = self.steering
+        controls = pn.Param(
+            steering,
+            parameters=list(STEERING_URL_PARAMETERS),
+            widgets=STEERING_WIDGETS,
+            show_name=False,
+            width=290,
+        )
+        error = pn.pane.Alert(
+            pn.bind(lambda e: f"**Input problem:** {e}", steering.param.error),
+            alert_type="danger",
+            visible=pn.bind(bool, steering.param.error),
+            sizing_mode="stretch_width",
+            name="steering error",
+        )
+        table = pn.pane.Markdown(
+            pn.bind(steering_summary, steering.param.result),
+            sizing_mode="stretch_width",
+            name="steering summary",
+        )
+
+        def plot(function):
+            return self._map(function, owner=steering)
+
+        return pn.Column(
+            TAB_TEXT["Steering"],
+            pn.Row(
+                controls,
+                pn.Column(error, table, plot(steering_figures.answers_plot),
+                          sizing_mode="stretch_width"),
+                sizing_mode="stretch_width",
+            ),  # fmt: skip
+            pn.Row(
+                plot(steering_figures.smc_trajectories_plot),
+                pn.Column(
+                    plot(steering_figures.ess_plot),
+                    plot(steering_figures.rbf_budget_plot),
+                    sizing_mode="stretch_width",
+                ),
+                sizing_mode="stretch_width",
+            ),
+            sizing_mode="stretch_width",
+        )
 
     def _energy_bars(self, comparison):
         current = self.lab.result.schedule if self.lab.result is not None else None
@@ -205,6 +315,7 @@ class PathsDashboard(pn.viewable.Viewer):
     @property
     def main(self):
         return self._main
+
 
     def __panel__(self):
         return pn.Row(pn.Column(self._controls, width=330), self._main, sizing_mode="stretch_width")
@@ -221,4 +332,37 @@ def result_summary(result) -> str:
         f"{result.reference_energy_distance:.4f}) · mean log p₁ of the samples "
         f"{result.mean_log_prob:.3f} vs exact {result.exact_mean_log_prob:.3f} · "
         f"{1000 * result.seconds:.0f} ms"
+    )
+
+
+def training_summary(training) -> str:
+    """Where flow-matching training stands: steps, loss against its floor."""
+    if training is None:
+        return "No network yet: press **Train 200 steps**."
+    return (
+        f"**{int(training.steps[-1])} steps** · loss on the fixed set "
+        f"**{training.evaluated_loss[-1]:.4f}**, exact field's loss (the floor) "
+        f"{training.exact_field_loss[-1]:.4f} · distance to the exact field "
+        f"E‖v_θ − u‖² = **{training.velocity_error[-1]:.4f}**"
+    )
+
+
+def steering_summary(result) -> str:
+    """A table of the three methods against the exact tilted target."""
+    if result is None:
+        return "Computing…"
+    rows = "\n".join(
+        f"| {m.name} | {m.nfe:,} | {m.mean_reward:.3f} | {m.energy_distance:.3f} |"
+        for m in result.methods
+    )
+    return (
+        "| method | evaluations per answer | mean reward r | energy distance to π_λ |\n"
+        "|---|---|---|---|\n"
+        f"{rows}\n"
+        f"| **exact π_λ** | — | {result.exact_mean_reward:.3f} | "
+        f"{result.reference_energy_distance:.3f} (two exact samples of 12) |\n\n"
+        f"Largest possible reward sup r = {result.max_reward:.3f}. SMC estimates "
+        f"log Z_λ = **{result.smc_log_evidence:.3f}** (exact **{result.exact_log_normalizer:.3f}**)"
+        f"; its weighted mean ({result.smc_mean[0]:.3f}, {result.smc_mean[1]:.3f}) vs exact "
+        f"({result.exact_mean[0]:.3f}, {result.exact_mean[1]:.3f}) · {1000 * result.seconds:.0f} ms"
     )

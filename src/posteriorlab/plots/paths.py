@@ -148,7 +148,9 @@ def training_loss_plot(training) -> hv.Overlay:
             (training.evaluations, training.exact_field_loss), step, loss,
             label="exact field's loss (the floor)",
         ).opts(color=COLORS["truth"], line_dash="dashed", line_width=2),
-    ]).opts(title="The loss falls towards the exact field's loss, not to zero", **OVERLAY)  # fmt: skip
+    ]).opts(
+        title="The loss falls towards the exact field's loss, not to zero", **OVERLAY
+    )  # fmt: skip
 
 
 def velocity_error_plot(training) -> hv.Curve:

@@ -165,31 +165,59 @@ def as_mixture(path_marginal: PathMarginal) -> gmm.GaussianMixture:
 
 
 class _PairTerms(NamedTuple):
-    log_joint: jax.Array  # (..., P) log pi_p + log N(x; m_p, C_p)
-    residuals: jax.Array  # (..., P, d) x - m_p
-    whitened: jax.Array  # (..., P, d) C_p^{-1} (x - m_p)
+    """The per-pair terms at ``n`` points, pairs first and points last.
+
+    The long axis (the points) is the minor one: XLA's CPU backend then vectorises
+    every elementwise step and each ``d x d`` product is one batched matrix product.
+    With the points first and ``(P, d)`` trailing, the same formulas run several times
+    slower (see ``bench/paths.py``).
+    """
+
+    log_joint: jax.Array  # (P, n) log pi_p + log N(x; m_p, C_p)
+    residuals: jax.Array  # (P, d, n) x - m_p
+    whitened: jax.Array  # (P, d, n) C_p^{-1} (x - m_p)
+    batch_shape: tuple  # the leading shape of x, restored by _points_first
 
 
 def _pair_terms(m: PathMarginal, x) -> _PairTerms:
-    residuals = x[..., None, :] - m.means
-    whitened = jnp.einsum("pij,...pj->...pi", m.precisions, residuals)
-    quadratic = jnp.sum(residuals * whitened, axis=-1)
-    return _PairTerms(m.log_weights + m.log_normalizers - 0.5 * quadratic, residuals, whitened)
+    x = jnp.asarray(x)
+    points = jnp.reshape(x, (-1, x.shape[-1])).T  # (d, n)
+    residuals = points[None] - m.means[:, :, None]
+    whitened = jnp.einsum("pij,pjn->pin", m.precisions, residuals)
+    quadratic = jnp.sum(residuals * whitened, axis=1)
+    log_joint = (m.log_weights + m.log_normalizers)[:, None] - 0.5 * quadratic
+    return _PairTerms(log_joint, residuals, whitened, x.shape[:-1])
 
 
 def _responsibilities(terms: _PairTerms) -> jax.Array:
-    return jax.nn.softmax(terms.log_joint, axis=-1)
+    return jax.nn.softmax(terms.log_joint, axis=0)
+
+
+def _points_first(terms: _PairTerms, values) -> jax.Array:
+    """``(k, n)`` values back to the points' shape, ``(..., k)``."""
+    return values.T.reshape(*terms.batch_shape, values.shape[0])
+
+
+def _mix(terms: _PairTerms, w, per_pair) -> jax.Array:
+    r""":math:`\sum_p w_p(x)\, v_p(x)` for per-pair vectors ``per_pair`` ``(P, d, n)``."""
+    return _points_first(terms, jnp.einsum("pn,pin->in", w, per_pair))
+
+
+def _per_pair(offsets, gains, terms: _PairTerms) -> jax.Array:
+    """``offsets_p + gains_p (x - m_p)``, shape ``(P, d, n)``."""
+    return offsets[:, :, None] + jnp.einsum("pij,pjn->pin", gains, terms.residuals)
 
 
 def log_prob(m: PathMarginal, x) -> jax.Array:
     r""":math:`\log p_t(x)` at points ``x`` of shape ``(..., d)``."""
-    return logsumexp(_pair_terms(m, x).log_joint, axis=-1)
+    terms = _pair_terms(m, x)
+    return logsumexp(terms.log_joint, axis=0).reshape(terms.batch_shape)
 
 
 def score(m: PathMarginal, x) -> jax.Array:
     r"""The score :math:`\nabla_x \log p_t(x) = -\sum w_{ij}(x) C_{ij}^{-1}(x - m_{ij})`."""
     terms = _pair_terms(m, x)
-    return -jnp.einsum("...p,...pi->...i", _responsibilities(terms), terms.whitened)
+    return -_mix(terms, _responsibilities(terms), terms.whitened)
 
 
 def velocity(m: PathMarginal, x) -> jax.Array:
@@ -198,27 +226,24 @@ def velocity(m: PathMarginal, x) -> jax.Array:
     :math:`u_t(x) = \sum w_{ij}(x)[\dot m_{ij} + \tfrac12\dot C_{ij} C_{ij}^{-1}(x - m_{ij})]`.
     """
     terms = _pair_terms(m, x)
-    per_pair = m.mean_rates + jnp.einsum("pij,...pj->...pi", m.velocity_gains, terms.residuals)
-    return jnp.einsum("...p,...pi->...i", _responsibilities(terms), per_pair)
+    per_pair = _per_pair(m.mean_rates, m.velocity_gains, terms)
+    return _mix(terms, _responsibilities(terms), per_pair)
 
 
 def velocity_and_score(m: PathMarginal, x) -> tuple[jax.Array, jax.Array]:
     """Both fields at once, sharing the responsibilities (what an SDE step needs)."""
     terms = _pair_terms(m, x)
     w = _responsibilities(terms)
-    per_pair = m.mean_rates + jnp.einsum("pij,...pj->...pi", m.velocity_gains, terms.residuals)
-    return (
-        jnp.einsum("...p,...pi->...i", w, per_pair),
-        -jnp.einsum("...p,...pi->...i", w, terms.whitened),
-    )
+    per_pair = _per_pair(m.mean_rates, m.velocity_gains, terms)
+    return _mix(terms, w, per_pair), -_mix(terms, w, terms.whitened)
 
 
 def expected_data(m: PathMarginal, x) -> jax.Array:
     r"""The denoiser :math:`\mathbb{E}[x_1 \mid x_t = x]`, the optimal one-shot guess of
     the data point a noisy sample came from (Tweedie's formula)."""
     terms = _pair_terms(m, x)
-    per_pair = m.data_means + jnp.einsum("pij,...pj->...pi", m.data_gains, terms.residuals)
-    return jnp.einsum("...p,...pi->...i", _responsibilities(terms), per_pair)
+    per_pair = _per_pair(m.data_means, m.data_gains, terms)
+    return _mix(terms, _responsibilities(terms), per_pair)
 
 
 # --------------------------------------------------------------------------------------
