@@ -16,6 +16,16 @@ Y = hv.Dimension("y", label="x₂ coordinate")
 SCHEDULE_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#111111")
 
 
+def grid_image(grid_x, grid_y, values, vdim: str) -> hv.Image:
+    """A density on a grid as an image; ``values[i, j]`` is the value at
+    ``(grid_x[j], grid_y[i])`` (rows = y, ascending).
+
+    Coordinates are passed with the values so HoloViews orients the rows itself (given
+    only ``bounds`` it would take row 0 as the *top* of the picture and flip the density).
+    """
+    return hv.Image((grid_x, grid_y, values), kdims=[X, Y], vdims=vdim)
+
+
 def _square(element, result):
     return element.opts(
         xlim=(result.grid_x[0], result.grid_x[-1]),
@@ -26,11 +36,10 @@ def _square(element, result):
 
 def density_plot(result) -> hv.Overlay:
     """The exact density p_t as a heat map, the velocity u_t as arrows, target contours."""
-    bounds = (result.grid_x[0], result.grid_y[0], result.grid_x[-1], result.grid_y[-1])
-    heat = hv.Image(result.density, bounds=bounds, kdims=[X, Y], vdims="p_t").opts(
+    heat = grid_image(result.grid_x, result.grid_y, result.density, "p_t").opts(
         cmap="Blues", colorbar=True, clabel="p_t(x)"
     )
-    target = hv.Image(result.target_density, bounds=bounds, kdims=[X, Y], vdims="p_1")
+    target = grid_image(result.grid_x, result.grid_y, result.target_density, "p_1")
     contours = hv.operation.contours(target, levels=5).opts(
         cmap=["#444444"], line_width=1, alpha=0.6, show_legend=False
     )
@@ -50,8 +59,7 @@ def density_plot(result) -> hv.Overlay:
 
 def trajectories_plot(result) -> hv.Overlay:
     """Trajectories from noise to data over the exact target density."""
-    bounds = (result.grid_x[0], result.grid_y[0], result.grid_x[-1], result.grid_y[-1])
-    target = hv.Image(result.target_density, bounds=bounds, kdims=[X, Y], vdims="p_1").opts(
+    target = grid_image(result.grid_x, result.grid_y, result.target_density, "p_1").opts(
         cmap="Greys", alpha=0.5
     )
     lines = result.trajectories.transpose(1, 0, 2)  # (M, S + 1, 2)

@@ -9,7 +9,7 @@ blue, best-of-N orange, Rollover Budget Forcing green.
 import holoviews as hv
 import numpy as np
 
-from posteriorlab.plots.paths import X, Y
+from posteriorlab.plots.paths import X, Y, grid_image
 from posteriorlab.plots.style import COLORS, FIGURE, OVERLAY
 
 METHOD_COLORS = {"smc": COLORS["particles"], "best": "#ff7f0e", "rbf": "#2ca02c"}
@@ -34,11 +34,10 @@ def _reward_line(result) -> hv.Curve:
 
 def answers_plot(result) -> hv.Overlay:
     """Where each method's answers land, over the prior and the exact tilted target."""
-    bounds = (result.grid_x[0], result.grid_y[0], result.grid_x[-1], result.grid_y[-1])
-    prior = hv.Image(result.prior_density, bounds=bounds, kdims=[X, Y], vdims="p_1").opts(
+    prior = grid_image(result.grid_x, result.grid_y, result.prior_density, "p_1").opts(
         cmap="Greys", alpha=0.45
     )
-    tilted = hv.Image(result.tilted_density, bounds=bounds, kdims=[X, Y], vdims="π")
+    tilted = grid_image(result.grid_x, result.grid_y, result.tilted_density, "π")
     contours = hv.operation.contours(tilted, levels=6).opts(
         cmap=[COLORS["truth"]], line_width=1.2, show_legend=False
     )
@@ -61,7 +60,7 @@ def answers_plot(result) -> hv.Overlay:
     overlay = hv.Overlay([prior, contours, _reward_line(result), smc, best, rbf, exact_mean])
     return overlay.opts(
         title=f"Answers at {result.num_particles * result.num_steps} evaluations each "
-        "(black contours: exact π_λ ∝ p·e^{r/λ})",
+        "(black contours: exact π_λ ∝ p·exp(r/λ))",
         xlim=(result.grid_x[0], result.grid_x[-1]),
         ylim=(result.grid_y[0], result.grid_y[-1]),
         data_aspect=1,
@@ -71,8 +70,7 @@ def answers_plot(result) -> hv.Overlay:
 
 def smc_trajectories_plot(result) -> hv.Overlay:
     """SMC particle positions after each SDE step (a subset), over the tilted target."""
-    bounds = (result.grid_x[0], result.grid_y[0], result.grid_x[-1], result.grid_y[-1])
-    tilted = hv.Image(result.tilted_density, bounds=bounds, kdims=[X, Y], vdims="π").opts(
+    tilted = grid_image(result.grid_x, result.grid_y, result.tilted_density, "π").opts(
         cmap="Greys", alpha=0.5
     )
     lines = result.smc_trajectories.transpose(1, 0, 2)

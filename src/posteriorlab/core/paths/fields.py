@@ -164,27 +164,41 @@ def as_mixture(path_marginal: PathMarginal) -> gmm.GaussianMixture:
 # --------------------------------------------------------------------------------------
 
 
-class _PairTerms(NamedTuple):
-    """The per-pair terms at ``n`` points, pairs first and points last.
+_UNROLLED_MAX_DIM = 8
+"""Up to this dimension the small per-pair matrix products are written out (see below)."""
 
-    The long axis (the points) is the minor one: XLA's CPU backend then vectorises
-    every elementwise step and each ``d x d`` product is one batched matrix product.
-    With the points first and ``(P, d)`` trailing, the same formulas run several times
-    slower (see ``bench/paths.py``).
+
+class _PairTerms(NamedTuple):
+    """The per-pair terms at ``n`` points, one ``(P, n)`` array per coordinate.
+
+    The long axis (the points) is the minor one and each ``d x d`` product is written
+    out as ``d^2`` elementwise products of ``(P, n)`` arrays, so XLA fuses a whole field
+    evaluation into a few vectorised loops. With the points first and ``(P, d)``
+    trailing, or with the products as batched ``dot_general`` kernels, the same formulas
+    run 2 to 5 times slower on CPU (see ``bench/paths.py``).
     """
 
     log_joint: jax.Array  # (P, n) log pi_p + log N(x; m_p, C_p)
-    residuals: jax.Array  # (P, d, n) x - m_p
-    whitened: jax.Array  # (P, d, n) C_p^{-1} (x - m_p)
-    batch_shape: tuple  # the leading shape of x, restored by _points_first
+    residuals: list  # d arrays (P, n): x - m_p
+    whitened: list  # d arrays (P, n): C_p^{-1} (x - m_p)
+    batch_shape: tuple  # the leading shape of x, restored by _mix
+
+
+def _matvec(a, v: list) -> list:
+    """``a_p v_p`` for matrices ``a`` ``(P, d, d)`` and ``v`` given as d arrays ``(P, n)``."""
+    dim = len(v)
+    if dim > _UNROLLED_MAX_DIM:  # d^2 written-out products would bloat the program
+        return list(jnp.einsum("pij,jpn->ipn", a, jnp.stack(v)))
+    return [sum(a[:, i, j, None] * v[j] for j in range(dim)) for i in range(dim)]
 
 
 def _pair_terms(m: PathMarginal, x) -> _PairTerms:
     x = jnp.asarray(x)
-    points = jnp.reshape(x, (-1, x.shape[-1])).T  # (d, n)
-    residuals = points[None] - m.means[:, :, None]
-    whitened = jnp.einsum("pij,pjn->pin", m.precisions, residuals)
-    quadratic = jnp.sum(residuals * whitened, axis=1)
+    dim = x.shape[-1]
+    points = jnp.reshape(x, (-1, dim)).T  # (d, n)
+    residuals = [points[i] - m.means[:, i, None] for i in range(dim)]
+    whitened = _matvec(m.precisions, residuals)
+    quadratic = sum(r * z for r, z in zip(residuals, whitened, strict=True))
     log_joint = (m.log_weights + m.log_normalizers)[:, None] - 0.5 * quadratic
     return _PairTerms(log_joint, residuals, whitened, x.shape[:-1])
 
@@ -193,19 +207,16 @@ def _responsibilities(terms: _PairTerms) -> jax.Array:
     return jax.nn.softmax(terms.log_joint, axis=0)
 
 
-def _points_first(terms: _PairTerms, values) -> jax.Array:
-    """``(k, n)`` values back to the points' shape, ``(..., k)``."""
-    return values.T.reshape(*terms.batch_shape, values.shape[0])
+def _per_pair(offsets, gains, terms: _PairTerms) -> list:
+    """``offsets_p + gains_p (x - m_p)`` as d arrays ``(P, n)``."""
+    products = _matvec(gains, terms.residuals)
+    return [offsets[:, i, None] + product for i, product in enumerate(products)]
 
 
-def _mix(terms: _PairTerms, w, per_pair) -> jax.Array:
-    r""":math:`\sum_p w_p(x)\, v_p(x)` for per-pair vectors ``per_pair`` ``(P, d, n)``."""
-    return _points_first(terms, jnp.einsum("pn,pin->in", w, per_pair))
-
-
-def _per_pair(offsets, gains, terms: _PairTerms) -> jax.Array:
-    """``offsets_p + gains_p (x - m_p)``, shape ``(P, d, n)``."""
-    return offsets[:, :, None] + jnp.einsum("pij,pjn->pin", gains, terms.residuals)
+def _mix(terms: _PairTerms, w, per_pair: list) -> jax.Array:
+    r""":math:`\sum_p w_p(x)\, v_p(x)`, back in the points' shape ``(..., d)``."""
+    mixed = jnp.stack([jnp.sum(w * v, axis=0) for v in per_pair], axis=-1)  # (n, d)
+    return mixed.reshape(*terms.batch_shape, len(per_pair))
 
 
 def log_prob(m: PathMarginal, x) -> jax.Array:
