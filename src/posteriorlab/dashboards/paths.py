@@ -112,7 +112,7 @@ TAB_TEXT = {
     "Steering": "A reward r(x) = log N(y; a·x, σ_y²) the flow never saw. Each method spends N × K "
     "model evaluations per answer. Best-of-N and Rollover Budget Forcing (12 repeats each) "
     "**optimise**: their answers crowd onto the line a·x = y. SMC **samples**: its weighted "
-    "particles spread like the exact tilted target π_λ ∝ p·e^{r/λ} (black contours; at "
+    "particles spread like the exact tilted target π_λ ∝ p·exp(r/λ) (black contours; at "
     "λ = 1 it is Bayes' posterior) and estimate its normaliser Z_λ.",
     "Schedules": "The kinetic energy ∫E‖u_t‖² dt measures how much the particles must move; "
     "the kinetic-optimal schedule, computed for this mixture from its data-separation "

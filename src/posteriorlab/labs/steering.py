@@ -247,7 +247,7 @@ class SteeringLab(param.Parameterized):
         softbounds=(0.05, 5.0),
         step=0.05,
         label="Temperature λ",
-        doc="SMC targets p(x) e^{r(x)/λ}: λ = 1 is Bayes' posterior, small λ sharpens it.",
+        doc="SMC targets p(x)·exp(r(x)/λ): λ = 1 is Bayes' posterior, small λ sharpens it.",
     )
     num_particles = param.Selector(
         objects=list(PARTICLE_COUNTS),
@@ -272,7 +272,7 @@ class SteeringLab(param.Parameterized):
     lookahead = param.Boolean(
         False,
         label="SMC with the exact lookahead",
-        doc="Weight by log E[e^{r(x₁)/λ} | x_t] (known on mixtures) instead of r(x̂₁).",
+        doc="Weight by log E[exp(r(x₁)/λ) | x_t] (known on mixtures) instead of r(x̂₁).",
     )
     seed = param.Integer(0, bounds=(0, None), label="Steering seed")
 

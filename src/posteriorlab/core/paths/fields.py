@@ -47,8 +47,8 @@ Every field is linear in :math:`x` within a pair, so :func:`marginal` computes, 
 per time :math:`t`, the per-pair precision :math:`C^{-1}`, the velocity gain
 :math:`\tfrac12\dot C C^{-1}` and the denoiser gain :math:`\alpha_t\Sigma^1 C^{-1}`
 (tiny :math:`d \times d` matrices). Evaluating a field at ten thousand particles is then
-a few batched matrix-vector products. All values are traced, so moving a mean, a weight
-or a schedule parameter never recompiles.
+a few elementwise passes over the particles, which XLA fuses (see ``_PairTerms``). All
+values are traced, so moving a mean, a weight or a schedule parameter never recompiles.
 """
 
 from __future__ import annotations
