@@ -12,12 +12,12 @@ every field of a path to a Gaussian mixture is closed-form:
 * ``comparison`` (:class:`ComparisonResult`): every schedule side by side -- kinetic
   energy, and sample error as a function of the step budget.
 
-Continuous inputs are traced arrays: the mixture is padded to :data:`MAX_COMPONENTS`
-components (unused ones get weight zero) and the schedule is a
+Continuous inputs are traced arrays: the mixture is padded to a power of two of
+components (unused ones get weight zero; :func:`padded_size`) and the schedule is a
 :class:`~posteriorlab.core.paths.schedules.Switchable` whose kind is a traced index, so
-editing the mixture, clicking a new component, switching schedule or moving ε, β or the
-time never recompiles. Only the number of steps and of trajectories (array shapes) and
-the integrator (program structure) compile once per value.
+editing the mixture, switching schedule or moving ε, β or the time never recompiles.
+Only the number of steps and of trajectories (array shapes), the padded component count
+(1, 2, 4 or 8) and the integrator (program structure) compile once per value.
 
 Bad input never raises out of the lab: :meth:`PathsLab.problems` lists what is wrong
 with the fix, ``error`` shows it, and the last good result stays.
@@ -224,14 +224,23 @@ def parse_components(text: str) -> ComponentRows:
     return ComponentRows(weights / weights.sum(), np.asarray(means), np.asarray(covariances))
 
 
+def padded_size(count: int) -> int:
+    """The component count a mixture of ``count`` rows is padded to: the next power of
+    two (1, 2, 4 or 8), so that a few shapes cover every target."""
+    return 1 << max(count - 1, 0).bit_length()
+
+
 def padded_mixture(rows: ComponentRows) -> gmm.GaussianMixture:
-    """A mixture of exactly :data:`MAX_COMPONENTS` components; the extra ones weigh zero.
+    """The mixture padded to :func:`padded_size` components; the extra ones weigh zero.
 
     A fixed number of components is a fixed shape, so adding a component by clicking
-    does not recompile anything. Zero-weight components change no density or field.
+    does not recompile anything until the count passes a power of two (each field
+    evaluation costs in proportion to the padded count, so padding everything to
+    :data:`MAX_COMPONENTS` would slow the common small targets threefold). Zero-weight
+    components change no density or field.
     """
     count = rows.weights.shape[0]
-    padding = MAX_COMPONENTS - count
+    padding = padded_size(count) - count
     with np.errstate(divide="ignore"):
         log_weights = np.log(np.concatenate([rows.weights, np.zeros(padding)]))
     means = np.concatenate([rows.means, np.zeros((padding, 2))])
