@@ -23,7 +23,9 @@ conditional expectation, so one velocity evaluation gives all three:
 
 (:func:`score_from_velocity`, :func:`denoise_from_velocity`; the denominator is
 :math:`\sigma_t^2` times the rate of the signal-to-noise ratio, positive for every
-schedule.) This is the design choice of the whole module: a *model* is anything with a
+schedule except at :math:`t = 0` of a polynomial path :math:`\alpha_t = t^n,\ n \ne 1`,
+where it is 0 or infinite and the methods read the fields at :math:`t = 10^{-6}`.) This
+is the design choice of the whole module: a *model* is anything with a
 ``schedule`` and a ``velocity(t, x)``, the :class:`Flow` protocol, and every method here
 reads the score and the denoiser off the velocity, exactly as it would for a trained
 network. On the mixture world :class:`MixtureFlow` supplies the exact velocity, and the
@@ -195,6 +197,23 @@ def _snr_rate_times_sigma_sq(c: PathCoefficients) -> jax.Array:
     return c.alpha_dot * c.sigma - c.alpha * c.sigma_dot
 
 
+_T_MIN = 1e-6
+"""Where a path's velocity says nothing about the data, the fields are read this late."""
+
+
+def _reading_time(schedule: Schedule, t) -> jax.Array:
+    r"""``t``, or ``max(t, 1e-6)`` where :math:`\dot\alpha\sigma - \alpha\dot\sigma` is 0 or
+    infinite, so that the score and the denoiser cannot be read off the velocity.
+
+    That happens at :math:`t = 0` on the polynomial path :math:`\alpha_t = t^n`: for
+    :math:`n > 1`, :math:`\alpha = \dot\alpha = \dot\sigma = 0` and the velocity vanishes;
+    for :math:`n < 1`, :math:`\dot\alpha` is infinite. Elsewhere ``t`` is returned as it is.
+    """
+    t = jnp.asarray(t, dtype=jnp.result_type(float))
+    rate = _snr_rate_times_sigma_sq(schedules.coefficients(schedule, t))
+    return jnp.where(jnp.isfinite(rate) & (rate > 0), t, jnp.maximum(t, _T_MIN))
+
+
 def score_from_velocity(coefficients: PathCoefficients, x, u) -> jax.Array:
     r"""The score :math:`\nabla\log p_t(x)` read off the velocity :math:`u_t(x)`.
 
@@ -332,6 +351,7 @@ def velocity_and_score(flow: Flow):
     """
 
     def both(t, x):
+        t = _reading_time(flow.schedule, t)
         u = flow.velocity(t, x)
         return u, score_from_velocity(schedules.coefficients(flow.schedule, t), x, u)
 
@@ -372,7 +392,7 @@ def _sde_move(key, flow: Flow, diffusion: Diffusion, t, t_next, x, u) -> jax.Arr
     :math:`x' = x + h[u + \varepsilon_t s] + \sqrt{2\varepsilon_t h}\,\xi`. The velocity
     is an input so that the evaluation made to score the point is reused for moving it.
     """
-    c = schedules.coefficients(flow.schedule, t)
+    c = schedules.coefficients(flow.schedule, _reading_time(flow.schedule, t))  # where u was read
     epsilon = diffusion.epsilon(c)
     h = t_next - t
     drift = u + epsilon * score_from_velocity(c, x, u)
@@ -601,6 +621,7 @@ class _Evaluation(NamedTuple):
 
 def _evaluate(flow: Flow, reward, t, x) -> _Evaluation:
     """One model evaluation inside the path: velocity, denoised guess and its reward."""
+    t = _reading_time(flow.schedule, t)
     u = flow.velocity(t, x)
     denoised = denoise_from_velocity(schedules.coefficients(flow.schedule, t), x, u)
     return _Evaluation(u, denoised, reward(denoised))
