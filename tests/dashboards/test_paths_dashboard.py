@@ -10,7 +10,6 @@ from posteriorlab.dashboards.paths import PathsDashboard, result_summary
 from posteriorlab.labs.paths import PathsLab
 
 
-
 def find(layout, name):
     return next(obj for obj in layout.select(lambda o: getattr(o, "name", None) == name))
 

@@ -8,7 +8,7 @@ import holoviews as hv
 import panel as pn
 import param
 
-from posteriorlab.labs.paths import PathsLab
+from posteriorlab.labs.paths import SCHEDULE_NAMES, PathsLab
 from posteriorlab.labs.steering import SteeringLab
 from posteriorlab.plots import paths as figures
 from posteriorlab.plots import steering as steering_figures
@@ -132,8 +132,6 @@ class PathsDashboard(pn.viewable.Viewer):
         if "steering" not in params:
             params["steering"] = SteeringLab(paths=params["lab"], compute=False)
         super().__init__(**params)
-        if self.steering.result is None:
-            self.steering._run_later(self.steering.update)
         self._controls = self._build_controls()
         self._main = self._build_main()
 
@@ -172,17 +170,38 @@ class PathsDashboard(pn.viewable.Viewer):
 
     # ----------------------------------------------------------------- main area
     def _map(self, function, source="result", clickable=False, owner=None):
-        def draw(value):
-            if value is None:
-                return hv.Overlay([])
-            return function(value)
+        """A live figure of ``owner.<source>``: a DynamicMap redrawn on every new result.
 
+        A HoloViews pane cannot draw "no result" (an empty overlay has nothing to plot),
+        so until the result exists, and whenever it is reset to ``None`` (a new network),
+        a short note stands in its place.
+        """
         owner = self.lab if owner is None else owner
-        dynamic = hv.DynamicMap(pn.bind(draw, owner.param[source]))
-        if clickable:
-            tap = hv.streams.SingleTap(source=dynamic)
-            tap.add_subscriber(self._add_component)
-        return pn.pane.HoloViews(dynamic, sizing_mode="stretch_width", min_height=380)
+        holder = pn.Column(sizing_mode="stretch_width", min_height=380)
+
+        def live_figure():
+            drawn = []
+
+            def draw(value):  # None only on the way out, while the note replaces the pane
+                if value is not None:
+                    drawn[:] = [function(value)]
+                return drawn[0]
+
+            dynamic = hv.DynamicMap(pn.bind(draw, owner.param[source]))
+            if clickable:
+                tap = hv.streams.SingleTap(source=dynamic)
+                tap.add_subscriber(self._add_component)
+            return pn.pane.HoloViews(dynamic, sizing_mode="stretch_width", min_height=380)
+
+        def show(value):
+            if value is None:
+                holder[:] = [pn.pane.Markdown("*Not computed yet.*")]
+            elif not holder or not isinstance(holder[0], pn.pane.HoloViews):
+                holder[:] = [live_figure()]
+
+        show(getattr(owner, source))
+        owner.param.watch(lambda event: show(event.new), source)
+        return holder
 
     def _add_component(self, x=None, y=None):
         if x is not None and y is not None:
@@ -224,7 +243,17 @@ class PathsDashboard(pn.viewable.Viewer):
                     TAB_TEXT["Schedules"],
                     pn.Row(
                         self._map(figures.schedule_plot),
-                        self._map(self._energy_bars, source="comparison"),
+                        pn.pane.HoloViews(
+                            hv.DynamicMap(
+                                pn.bind(
+                                    self._energy_bars,
+                                    self.lab.param.comparison,
+                                    self.lab.param.schedule,
+                                )
+                            ),
+                            sizing_mode="stretch_width",
+                            min_height=380,
+                        ),
                         sizing_mode="stretch_width",
                     ),
                     self._map(figures.budget_plot, source="comparison"),
@@ -236,6 +265,13 @@ class PathsDashboard(pn.viewable.Viewer):
             dynamic=True,
             sizing_mode="stretch_width",
         )
+        steering_tab = len(tabs) - 1
+
+        def follow_tab(*_):
+            self.steering.active = tabs.active == steering_tab
+
+        tabs.param.watch(follow_tab, "active")
+        follow_tab()
         return pn.Column(INTRO, error, summary, tabs, sizing_mode="stretch_width")
 
     def _training_tab(self):
@@ -292,8 +328,9 @@ class PathsDashboard(pn.viewable.Viewer):
             TAB_TEXT["Steering"],
             pn.Row(
                 controls,
-                pn.Column(error, table, plot(steering_figures.answers_plot),
-                          sizing_mode="stretch_width"),
+                pn.Column(
+                    error, table, plot(steering_figures.answers_plot), sizing_mode="stretch_width"
+                ),
                 sizing_mode="stretch_width",
             ),  # fmt: skip
             pn.Row(
@@ -308,14 +345,15 @@ class PathsDashboard(pn.viewable.Viewer):
             sizing_mode="stretch_width",
         )
 
-    def _energy_bars(self, comparison):
-        current = self.lab.result.schedule if self.lab.result is not None else None
-        return figures.kinetic_energy_plot(comparison, current)
+    def _energy_bars(self, comparison, schedule):
+        """Every schedule's kinetic energy, the chosen one highlighted."""
+        if comparison is None:
+            return hv.Overlay([])
+        return figures.kinetic_energy_plot(comparison, SCHEDULE_NAMES[schedule])
 
     @property
     def main(self):
         return self._main
-
 
     def __panel__(self):
         return pn.Row(pn.Column(self._controls, width=330), self._main, sizing_mode="stretch_width")

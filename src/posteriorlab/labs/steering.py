@@ -276,6 +276,12 @@ class SteeringLab(param.Parameterized):
     )
     seed = param.Integer(0, bounds=(0, None), label="Steering seed")
 
+    active = param.Boolean(
+        True,
+        precedence=-1,
+        doc="Whether the tab is shown: changes in the paths lab are followed only while it "
+        "is (they are caught up with when it is shown again).",
+    )
     result = param.ClassSelector(class_=SteeringResult, allow_None=True, constant=True)
     error = param.String("", constant=True, doc="What is wrong with the current input.")
 
@@ -302,18 +308,23 @@ class SteeringLab(param.Parameterized):
         super().__init__(**params)
         self._run_later = run_later or (lambda function: function())
         self._generation = 0
+        self._stale = True
         if compute:
             self.update()
         self.param.watch(lambda *_: self.update(), list(self.INPUTS))
         self.paths.param.watch(self._paths_changed, list(PATHS_INPUTS))
+        self.param.watch(self._paths_changed, ["active"])
 
     def _paths_changed(self, *_) -> None:
-        generation = self._generation
-        self._run_later(lambda: self._update_if_current(generation))
+        """Catch up with the paths lab on the next tick, if shown; else remember to."""
+        self._stale = True
+        if self.active:
+            generation = self._generation
+            self._run_later(lambda: self._update_if_current(generation))
 
     def _update_if_current(self, generation: int) -> None:
         """Update unless a newer change has already done so."""
-        if generation == self._generation:
+        if generation == self._generation and self._stale:
             self.update()
 
     def problems(self) -> list[str]:
@@ -433,6 +444,7 @@ class SteeringLab(param.Parameterized):
     def update(self) -> None:
         """Validate, then run the three methods; keep the last good result on bad input."""
         self._generation += 1
+        self._stale = False
         found = self.problems()
         if not found:
             try:

@@ -226,7 +226,7 @@ r""":math:`\epsilon` in the floored turning rate :math:`\sqrt{\lambda + \epsilon
 # --------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _gauss_hermite_table(num_nodes: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
     r"""Tensor Gauss--Hermite rule for :math:`\mathbb{E}_{\xi \sim \mathcal{N}(0, I_d)} f(\xi)`.
 
@@ -243,7 +243,7 @@ def _gauss_hermite_table(num_nodes: int, dim: int) -> tuple[np.ndarray, np.ndarr
     return nodes[keep], weights[keep] / weights[keep].sum()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _time_quadrature_table(num_times: int) -> tuple[np.ndarray, np.ndarray]:
     r"""Nodes and weights for :math:`\int_0^1 f(t)\,\mathrm{d}t`, crowded at both ends.
 
@@ -459,7 +459,7 @@ def data_separation(
 # --------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _chebyshev_table(num_angles: int) -> tuple[np.ndarray, np.ndarray]:
     r"""Chebyshev--Lobatto angles on :math:`[0, \pi/2]` and the matrix that maps values
     there to the coefficients of the interpolating Chebyshev series (a DCT-I)."""
@@ -736,7 +736,8 @@ def _unroll_inverse(profile: SeparationProfile, unrolled):
     \varphi_i)/h` is its root, written without the cancellation of the textbook formula.
     """
     last_cell = profile.angles.shape[0] - 2
-    cell = jnp.clip(jnp.searchsorted(profile.unrolled_angles, unrolled, side="right") - 1, 0, last_cell)
+    cell = jnp.searchsorted(profile.unrolled_angles, unrolled, side="right") - 1
+    cell = jnp.clip(cell, 0, last_cell)
     width = profile.angles[cell + 1] - profile.angles[cell]
     rate_left, rate_right = profile.turning_rates[cell], profile.turning_rates[cell + 1]
     tau = (unrolled - profile.unrolled_angles[cell]) / width
