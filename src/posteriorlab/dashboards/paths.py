@@ -107,8 +107,8 @@ TAB_TEXT = {
     "point — they only differ in how fast and how straight they travel.",
     "Flow matching": "Train a small network v_θ(t, x) to regress the conditional velocity "
     "α̇_t x₁ + σ̇_t x₀ on samples of the path. Its loss cannot reach zero: its floor is the loss "
-    "of the exact field u_t, drawn dashed, and the gap between the two is exactly "
-    "E‖v_θ − u_t‖². Each press runs 200 Adam steps on the current target and schedule.",
+    "of the exact field u_t, drawn dashed, and the gap between the two is E‖v_θ − u_t‖² in "
+    "expectation. Each press runs 200 Adam steps on the current target and schedule.",
     "Steering": "A reward r(x) = log N(y; a·x, σ_y²) the flow never saw. Each method spends N × K "
     "model evaluations per answer. Best-of-N and Rollover Budget Forcing (12 repeats each) "
     "**optimise**: their answers crowd onto the line a·x = y. SMC **samples**: its weighted "
