@@ -8,6 +8,7 @@ import holoviews as hv
 import panel as pn
 import param
 
+from posteriorlab.dashboards.common import error_alert
 from posteriorlab.labs.paths import SCHEDULE_NAMES, PathsLab
 from posteriorlab.labs.steering import SteeringLab
 from posteriorlab.plots import paths as figures
@@ -208,13 +209,7 @@ class PathsDashboard(pn.viewable.Viewer):
             self.lab.add_component(x, y)
 
     def _build_main(self):
-        error = pn.pane.Alert(
-            pn.bind(lambda e: f"**Input problem:** {e}", self.lab.param.error),
-            alert_type="danger",
-            visible=pn.bind(bool, self.lab.param.error),
-            sizing_mode="stretch_width",
-            name="error",
-        )
+        error = error_alert(self.lab)
         summary = pn.pane.Markdown(
             pn.bind(result_summary, self.lab.param.result),
             sizing_mode="stretch_width",
@@ -308,13 +303,7 @@ class PathsDashboard(pn.viewable.Viewer):
             show_name=False,
             width=290,
         )
-        error = pn.pane.Alert(
-            pn.bind(lambda e: f"**Input problem:** {e}", steering.param.error),
-            alert_type="danger",
-            visible=pn.bind(bool, steering.param.error),
-            sizing_mode="stretch_width",
-            name="steering error",
-        )
+        error = error_alert(steering, "steering error")
         table = pn.pane.Markdown(
             pn.bind(steering_summary, steering.param.result),
             sizing_mode="stretch_width",

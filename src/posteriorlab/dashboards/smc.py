@@ -10,6 +10,7 @@ import holoviews as hv
 import panel as pn
 import param
 
+from posteriorlab.dashboards.common import error_alert
 from posteriorlab.labs.smc import SMCLab, summarize_replicates, uses_parameter
 from posteriorlab.plots import smc as figures
 
@@ -158,13 +159,7 @@ class SMCDashboard(pn.viewable.Viewer):
         return pn.panel(pn.bind(draw, self.lab.param.replicate_result), sizing_mode="stretch_width")
 
     def _build_main(self):
-        error = pn.pane.Alert(
-            pn.bind(lambda e: f"**Input problem:** {e}", self.lab.param.error),
-            alert_type="danger",
-            visible=pn.bind(bool, self.lab.param.error),
-            sizing_mode="stretch_width",
-            name="error",
-        )
+        error = error_alert(self.lab)
         summary = pn.pane.Markdown(
             pn.bind(evidence_summary, self.lab.param.result),
             sizing_mode="stretch_width",
