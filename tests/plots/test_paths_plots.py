@@ -85,3 +85,11 @@ def test_tilted_target_is_drawn_where_the_reward_pulls(steering):
     peak = np.array([x[np.argmax(values)], y[np.argmax(values)]])
     spacing = result.grid_x[1] - result.grid_x[0]
     np.testing.assert_allclose(peak, result.exact_mean, atol=1.5 * spacing)
+
+
+def test_kinetic_energies_share_a_readable_log_axis(lab):
+    """VE paths cost hundreds of times more than the others; on a linear axis every other
+    bar would vanish."""
+    figure = hv.render(figures.kinetic_energy_plot(lab.comparison, "Cosine"), backend="bokeh")
+    assert type(figure.x_scale).__name__ == "LogScale"
+    assert figure.x_range.start <= lab.comparison.kinetic_energy.min()

@@ -170,8 +170,9 @@ class PathsDashboard(pn.viewable.Viewer):
         return self._controls
 
     # ----------------------------------------------------------------- main area
-    def _map(self, function, source="result", clickable=False, owner=None):
-        """A live figure of ``owner.<source>``: a DynamicMap redrawn on every new result.
+    def _map(self, function, source="result", clickable=False, owner=None, also=()):
+        """A live figure of ``owner.<source>``: a DynamicMap redrawn on every new result
+        (and on every change of the parameters ``also``, passed on to ``function``).
 
         A HoloViews pane cannot draw "no result" (an empty overlay has nothing to plot),
         so until the result exists, and whenever it is reset to ``None`` (a new network),
@@ -183,12 +184,12 @@ class PathsDashboard(pn.viewable.Viewer):
         def live_figure():
             drawn = []
 
-            def draw(value):  # None only on the way out, while the note replaces the pane
+            def draw(value, *extra):  # None only on the way out, as the note takes over
                 if value is not None:
-                    drawn[:] = [function(value)]
+                    drawn[:] = [function(value, *extra)]
                 return drawn[0]
 
-            dynamic = hv.DynamicMap(pn.bind(draw, owner.param[source]))
+            dynamic = hv.DynamicMap(pn.bind(draw, owner.param[source], *also))
             if clickable:
                 tap = hv.streams.SingleTap(source=dynamic)
                 tap.add_subscriber(self._add_component)
@@ -238,16 +239,8 @@ class PathsDashboard(pn.viewable.Viewer):
                     TAB_TEXT["Schedules"],
                     pn.Row(
                         self._map(figures.schedule_plot),
-                        pn.pane.HoloViews(
-                            hv.DynamicMap(
-                                pn.bind(
-                                    self._energy_bars,
-                                    self.lab.param.comparison,
-                                    self.lab.param.schedule,
-                                )
-                            ),
-                            sizing_mode="stretch_width",
-                            min_height=380,
+                        self._map(
+                            self._energy_bars, source="comparison", also=[self.lab.param.schedule]
                         ),
                         sizing_mode="stretch_width",
                     ),
@@ -273,7 +266,10 @@ class PathsDashboard(pn.viewable.Viewer):
         controls = pn.Param(
             self.lab,
             parameters=TRAINING_CONTROLS,
-            widgets={"train": {"type": pn.widgets.Button, "color": "primary"}},
+            widgets={
+                "train": {"type": pn.widgets.Button, "color": "primary"},
+                "learning_rate": {"type": pn.widgets.EditableFloatSlider, "format": "0.0000"},
+            },
             show_name=False,
             width=260,
         )
@@ -336,8 +332,6 @@ class PathsDashboard(pn.viewable.Viewer):
 
     def _energy_bars(self, comparison, schedule):
         """Every schedule's kinetic energy, the chosen one highlighted."""
-        if comparison is None:
-            return hv.Overlay([])
         return figures.kinetic_energy_plot(comparison, SCHEDULE_NAMES[schedule])
 
     @property
@@ -387,7 +381,7 @@ def steering_summary(result) -> str:
         "|---|---|---|---|\n"
         f"{rows}\n"
         f"| **exact π_λ** | — | {result.exact_mean_reward:.3f} | "
-        f"{result.reference_energy_distance:.3f} (two exact samples of 12) |\n\n"
+        f"0 ± {result.energy_distance_noise:.3f} (12 exact draws) |\n\n"
         f"Largest possible reward sup r = {result.max_reward:.3f}. SMC estimates "
         f"log Z_λ = **{result.smc_log_evidence:.3f}** (exact **{result.exact_log_normalizer:.3f}**)"
         f"; its weighted mean ({result.smc_mean[0]:.3f}, {result.smc_mean[1]:.3f}) vs exact "

@@ -14,5 +14,7 @@ COLORS = {
     "smoother": "#9467bd",
 }
 
-FIGURE = dict(responsive=True, min_height=280, show_grid=True, toolbar="above")
+# framewise: every new result sets the axes anew (a DynamicMap otherwise keeps the ranges
+# of its first frame, and later points fall outside them).
+FIGURE = dict(responsive=True, min_height=280, show_grid=True, toolbar="above", framewise=True)
 OVERLAY = dict(FIGURE, legend_position="right")
