@@ -114,7 +114,10 @@ TAB_TEXT = {
     "model evaluations per answer. Best-of-N and Rollover Budget Forcing (12 repeats each) "
     "**optimise**: their answers crowd onto the line a·x = y. SMC **samples**: its weighted "
     "particles spread like the exact tilted target π_λ ∝ p·exp(r/λ) (black contours; at "
-    "λ = 1 it is Bayes' posterior) and estimate its normaliser Z_λ.",
+    "λ = 1 it is Bayes' posterior) and estimate its normaliser Z_λ. One run's log Ẑ is noisy "
+    "and biased low: weighting on the reward of each particle's denoised guess over-rewards "
+    "points between modes. Tick the exact lookahead to see what a better weighting buys; "
+    "what remains is the SDE's step error, which shrinks with K.",
     "Schedules": "The kinetic energy ∫E‖u_t‖² dt measures how much the particles must move; "
     "the kinetic-optimal schedule, computed for this mixture from its data-separation "
     "function, has the least. The lower plot is what a step budget buys each schedule.",
