@@ -61,13 +61,6 @@ def test_flip_score_and_measure_valued_are_unbiased(key, estimator):
         assert_mean_within(gradients, p - 0.5)
 
 
-def test_flip_naive_sample_then_differentiate_would_be_biased():
-    # What the estimators avoid: differentiating only the integrand, with b held fixed,
-    # has mean E[d/dp (b ? 0 : -p/2)] = -(1 - p)/2, not p - 1/2.
-    p = 0.3
-    assert -(1 - p) / 2 != pytest.approx(p - 0.5)
-
-
 # A three-site program whose expectation we can sum exactly:
 #   b ~ Bernoulli(p), c ~ Categorical(softmax(logits)), z ~ N(mu + b + c, 1),
 #   f = z^2 (1 + b) + c mu.

@@ -1,2 +1,4 @@
-"""Programmable variational inference: objectives as programs, estimators per sample site,
-families, models and optimisation."""
+"""Programmable variational inference: objectives as programs with a gradient estimator
+per sample site (``programs``), the objectives (``objectives``), variational families
+(``families``), targets (``models``), optax optimisation in chunks (``optimize``) and
+gradient-variance estimation (``variance``)."""

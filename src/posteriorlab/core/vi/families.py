@@ -66,7 +66,7 @@ class MeanFieldGaussian(NamedTuple):
     @classmethod
     def standard(cls, dimension: int, scale: float = 1.0) -> "MeanFieldGaussian":
         """:math:`\\mathcal N(0, \\mathrm{scale}^2 I_d)`."""
-        return cls(jnp.zeros(dimension), jnp.full(dimension, jnp.log(scale)))
+        return cls(jnp.zeros(dimension), jnp.full(dimension, jnp.log(scale), dtype=float))
 
     def distribution(self) -> dist.Distribution:
         return dist.Normal(self.loc, jnp.exp(self.log_scale)).to_event(1)

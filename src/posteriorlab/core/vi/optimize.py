@@ -86,7 +86,12 @@ def _optimizer(name: str) -> optax.GradientTransformation:
 
 
 def init(params: Any, optimizer: str = "adam") -> OptimizationState:
-    """The starting state for ``params`` and the optimiser named ``optimizer``."""
+    """The starting state for ``params`` and the optimiser named ``optimizer``.
+
+    Leaves are made strongly typed, so that the state a chunk returns has the same types
+    as the one it was given (a weakly typed leaf would retrace the second chunk).
+    """
+    params = jax.tree.map(lambda x: jnp.array(x, dtype=jnp.asarray(x).dtype), params)
     return OptimizationState(params, _optimizer(optimizer).init(params), jnp.zeros((), jnp.int32))
 
 
@@ -151,7 +156,7 @@ def run_chunk(
         grads, loss = jax.grad(loss_and_value, has_aux=True)(params, key_step)
         updates, opt_state = transform.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        return (params, opt_state, count + 1), StepInfo(loss, optax.global_norm(grads))
+        return (params, opt_state, count + 1), StepInfo(loss, optax.tree.norm(grads))
 
     (params, opt_state, count), info = jax.lax.scan(
         step, (state.params, opt_state, state.step), jax.random.split(key, num_steps)
