@@ -13,9 +13,11 @@ import panel as pn
 
 from posteriorlab.dashboards import paths as paths_dashboard
 from posteriorlab.dashboards import smc as smc_dashboard
+from posteriorlab.dashboards import vi as vi_dashboard
 from posteriorlab.labs.paths import INTEGRATOR_LABELS, PathsLab
 from posteriorlab.labs.smc import RESAMPLING_LABELS, SMCLab
 from posteriorlab.labs.steering import SteeringLab
+from posteriorlab.labs.vi import VILab
 
 ASSETS = pathlib.Path(__file__).parent / "assets"
 
@@ -39,6 +41,16 @@ LABS = {
             "velocity field, and compare kinetic energy and error per step budget."
         ),
         "thumbnail": "paths.png",
+    },
+    "vi": {
+        "title": "Variational inference",
+        "summary": (
+            "Fit a Gaussian or a mixture to a banana, a funnel, two modes or a regression "
+            "posterior by maximising the ELBO, IWAE or the Rényi bound, written as programs. "
+            "Choose the gradient estimator at each sample site and compare their variance; "
+            "the exact posterior and log p(x) are drawn beside the fit."
+        ),
+        "thumbnail": "vi.png",
     },
 }
 
@@ -149,7 +161,15 @@ def paths_page():
     return _lab_page("paths", dashboard, url_state)
 
 
-PAGES = {"/": landing_page, "/smc": smc_page, "/paths": paths_page}
+def vi_page():
+    """The VI lab (e.g. ``/vi?target=regression&estimator=score``)."""
+    _configure()
+    lab = VILab()
+    url_state = [(lab, vi_dashboard.URL_PARAMETERS)]
+    return _lab_page("vi", vi_dashboard.VIDashboard(lab=lab), url_state)
+
+
+PAGES = {"/": landing_page, "/smc": smc_page, "/paths": paths_page, "/vi": vi_page}
 
 
 def warm_up() -> None:
@@ -160,6 +180,7 @@ def warm_up() -> None:
     for integrator in INTEGRATOR_LABELS.values():
         PathsLab(integrator=integrator)
     SteeringLab()
+    VILab().advance()
 
 
 def serve(
@@ -183,7 +204,12 @@ def serve(
         num_procs=num_procs,
         prefix=prefix,
         show=show,
-        title={"/": "posteriorlab", "smc": "posteriorlab · SMC", "paths": "posteriorlab · paths"},
+        title={
+            "/": "posteriorlab",
+            "smc": "posteriorlab · SMC",
+            "paths": "posteriorlab · paths",
+            "vi": "posteriorlab · VI",
+        },
         static_dirs={"assets": str(ASSETS)},
         threaded=False,
     )

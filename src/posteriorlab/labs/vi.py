@@ -1,0 +1,446 @@
+r"""The VI lab: one student's session fitting a variational family to a 2-D target.
+
+A :class:`VILab` holds the target (banana, funnel, two-mode mixture or a Bayesian
+linear-regression posterior, each with its exact density and exact :math:`\log p(x)`),
+the family (mean-field, full-rank, mixture of two Gaussians), the objective (ELBO,
+IWAE(K), Rényi-α) written in the program language of :mod:`posteriorlab.core.vi`, the
+gradient estimator at each sample site, the learning rate, samples per step and seed.
+
+Training streams: :meth:`VILab.advance` runs one jitted chunk of :data:`CHUNK_STEPS`
+optimiser steps and publishes ``result`` (:class:`VIResult`): :math:`q` and the exact
+posterior on a grid, the bound per step against the exact :math:`\log p(x)`,
+:math:`\mathrm{KL}(q\,\|\,p)` by grid quadrature after every chunk, and the variance of
+each estimator's gradient at the current parameters on common random numbers. A
+dashboard calls :meth:`advance` from a periodic callback while ``running`` is true.
+
+Any change of input starts the fit again from the family's standard start. The learning
+rate and every continuous setting of the target (curvature, separation, noise) are
+traced, so they never recompile; the target kind, family, objective, K and the
+estimators compile once per combination.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import param
+
+from posteriorlab.core import gmm
+from posteriorlab.core.vi import exact, families, models, objectives, optimize, programs, variance
+
+CHUNK_STEPS = 50
+MAX_STEPS = 20_000
+MAX_PARTICLES = 1000
+GRID_SIZE = 90
+VARIANCE_SAMPLES = 256
+REGRESSION_POINTS = 12
+
+TARGET_LABELS = {
+    "Banana": "banana",
+    "Funnel": "funnel",
+    "Two-mode mixture": "mixture",
+    "Linear-regression posterior": "regression",
+}
+FAMILY_LABELS = {
+    "Mean-field Gaussian": "mean_field",
+    "Full-rank Gaussian": "full_rank",
+    "Mixture of two Gaussians": "mixture",
+}
+OBJECTIVE_LABELS = {"ELBO": "elbo", "IWAE (K samples)": "iwae", "Rényi-α (K samples)": "renyi"}
+ESTIMATOR_LABELS = {
+    "Reparameterisation": "reparam",
+    "Score function (REINFORCE)": "score",
+    "Score function with baseline": "baseline",
+}
+ESTIMATOR_NAMES = {kind: label for label, kind in ESTIMATOR_LABELS.items()}
+COMPONENT_ESTIMATOR_LABELS = {"Score function": "score", "Enumeration (exact sum)": "enum"}
+
+
+class VIResult(NamedTuple):
+    """The fit so far, as numpy arrays."""
+
+    grid_x: np.ndarray  # (G,)
+    grid_y: np.ndarray  # (G,)
+    target_density: np.ndarray  # (G, G) the exact posterior, rows = y
+    q_density: np.ndarray  # (G, G)
+    steps: np.ndarray  # (n,) step index of each recorded bound
+    bounds: np.ndarray  # (n,) the objective's value (a lower bound on log p(x)) per step
+    kl_steps: np.ndarray  # (c,) step count after each chunk
+    kl: np.ndarray  # (c,) KL(q ‖ p) on the grid after each chunk
+    exact_log_evidence: float
+    estimator_labels: tuple[str, ...]
+    gradient_variance: np.ndarray  # (E,) total variance of each estimator's gradient
+    gradient_snr: np.ndarray  # (E,) mean |mean| / sd over the parameters
+    chosen_estimator: str
+    q_mean: np.ndarray  # (2,)
+    exact_mean: np.ndarray  # (2,)
+    seconds_per_step: float
+
+
+# --------------------------------------------------------------------------------------
+# Targets and families (traced values; kinds static)
+# --------------------------------------------------------------------------------------
+
+
+def make_target(kind: str, curvature, separation, noise_scale, dtype):
+    """The target of ``kind`` as a pytree callable with its continuous settings traced."""
+    curvature, separation, noise_scale = (
+        jnp.asarray(v, dtype) for v in (curvature, separation, noise_scale)
+    )
+    if kind == "banana":
+        return models.Banana(curvature, jnp.asarray(1.0, dtype))
+    if kind == "funnel":
+        return models.Funnel(jnp.asarray(1.5, dtype))
+    if kind == "mixture":
+        means = separation * jnp.asarray([[-1.0, 0.0], [1.0, 0.0]], dtype) + jnp.asarray(
+            [[0.0, 0.0], [0.0, 0.5]], dtype
+        )
+        covariances = jnp.asarray([[[0.5, 0.3], [0.3, 0.5]], [[0.4, -0.2], [-0.2, 0.6]]], dtype)
+        chol = jnp.linalg.cholesky(covariances)
+        log_weights = jnp.log(jnp.asarray([0.6, 0.4], dtype))
+        return exact.MixtureTarget(gmm.GaussianMixture(log_weights, means, chol))
+    inputs = jnp.linspace(0.0, 2.0, REGRESSION_POINTS, dtype=dtype)
+    design = jnp.stack([jnp.ones_like(inputs), inputs], axis=1)
+    observations = 0.5 - inputs + 0.4 * jnp.sin(3.0 * inputs)  # fixed data
+    prior = gmm.GaussianMixture(
+        jnp.zeros((1,), dtype), jnp.zeros((1, 2), dtype), jnp.eye(2, dtype=dtype)[None]
+    )
+    return exact.LinearRegression(design, observations, noise_scale, prior)
+
+
+@jax.jit
+def exact_log_density_and_evidence(target, points):
+    """The exact posterior log-density at ``points`` and log p(x) (0 for the targets that
+    are normalised densities already)."""
+    log_evidence = target.log_evidence() if hasattr(target, "log_evidence") else 0.0
+    log_evidence = jnp.asarray(log_evidence, points.dtype)
+    return jax.vmap(jax.vmap(target))(points) - log_evidence, log_evidence
+
+
+def initial_family(kind: str, dtype):
+    """The standard start of each family (the mixture's two means set apart)."""
+    if kind == "mean_field":
+        return families.MeanFieldGaussian(jnp.zeros(2, dtype), jnp.zeros(2, dtype))
+    if kind == "full_rank":
+        return families.FullRankGaussian.standard(2)
+    return families.GaussianMixture(
+        jnp.zeros(2, dtype),
+        jnp.asarray([[-1.0, 0.3], [1.0, -0.3]], dtype),
+        jnp.zeros((2, 2), dtype),
+    )
+
+
+@functools.cache
+def objective_program(kind: str, num_particles: int):
+    """The objective as a program ``(t, family, log_joint, *args) -> value``; cached so
+    that the same choice is the same static argument (no recompilation)."""
+    if kind == "elbo":
+        return objectives.elbo
+    if kind == "iwae":
+        return functools.partial(objectives.iwae, num_particles=num_particles)
+    return functools.partial(objectives.renyi, num_particles=num_particles)
+
+
+def site_estimators(estimator: str, component_estimator: str, baseline, family_kind: str):
+    """The per-site estimator mapping: the point site ``z`` and, for the mixture family,
+    the component site ``z_component``."""
+    point = {
+        "reparam": programs.Reparam(),
+        "score": programs.Score(jnp.zeros_like(baseline)),
+        "baseline": programs.Score(baseline),
+    }[estimator]
+    chosen = {"z": point}
+    if family_kind == "mixture":
+        chosen["z_component"] = (
+            programs.Enumerate() if component_estimator == "enum" else programs.Score(baseline)
+        )
+    return chosen
+
+
+@jax.jit
+def snapshot(family, log_target, points, cell_area):
+    """q on the grid and KL(q ‖ p) = ∫ q (log q − log p) by quadrature over the grid."""
+    log_q = jax.vmap(jax.vmap(family.log_prob))(points)
+    q = jnp.exp(log_q)
+    kl = jnp.sum(jnp.where(q > 0, q * (log_q - log_target), 0.0)) * cell_area
+    return q, kl
+
+
+class VILab(param.Parameterized):
+    """State and results of one VI-lab session (see the module docstring)."""
+
+    target = param.Selector(objects=TARGET_LABELS, default="banana", label="Target")
+    curvature = param.Number(
+        1.0, softbounds=(0.0, 2.0), step=0.05, label="Banana curvature b",
+        doc="z₂ | z₁ ~ N(b (z₁² − 1), 1): b = 0 is a Gaussian.",
+    )  # fmt: skip
+    separation = param.Number(
+        1.5, softbounds=(0.0, 4.0), step=0.1, label="Mode separation",
+        doc="The two modes sit at ∓ this value on the first axis.",
+    )  # fmt: skip
+    noise_scale = param.Number(
+        0.5, softbounds=(0.05, 3.0), step=0.05, label="Regression noise σ",
+        doc="Observation noise of the regression; the posterior narrows as σ falls.",
+    )  # fmt: skip
+    family = param.Selector(objects=FAMILY_LABELS, default="mean_field", label="Family q")
+    objective = param.Selector(objects=OBJECTIVE_LABELS, default="elbo", label="Objective")
+    num_particles = param.Integer(
+        5, label="Samples K (IWAE, Rényi)",
+        doc="Importance samples inside the bound; K = 1 is the ELBO.",
+    )  # fmt: skip
+    alpha = param.Number(0.5, softbounds=(0.0, 1.0), step=0.05, label="Rényi α")
+    estimator = param.Selector(
+        objects=ESTIMATOR_LABELS, default="reparam", label="Gradient estimator at z",
+        doc="How the gradient passes through the draw z ~ q.",
+    )  # fmt: skip
+    component_estimator = param.Selector(
+        objects=COMPONENT_ESTIMATOR_LABELS, default="score", label="Estimator at the component"
+    )
+    learning_rate = param.Number(
+        0.02,
+        softbounds=(0.001, 0.3),
+        step=0.001,
+        label="Learning rate (Adam)",
+        doc="Adam's step size: too large and q jitters around the optimum (watch the KL).",
+    )
+    samples_per_step = param.Selector(
+        objects=[1, 4, 16, 64], default=4, label="Samples per step",
+        doc="Independent objective draws averaged in each gradient step.",
+    )  # fmt: skip
+    seed = param.Integer(0, bounds=(0, None), label="Seed")
+
+    running = param.Boolean(False, label="Run / pause", doc="Train chunk after chunk.")
+    step = param.Event(label=f"Step ({CHUNK_STEPS} steps)")
+    reset = param.Event(label="Reset")
+
+    result = param.ClassSelector(class_=VIResult, allow_None=True, constant=True)
+    error = param.String("", constant=True, doc="What is wrong with the current input.")
+
+    INPUTS = (
+        "target", "curvature", "separation", "noise_scale", "family", "objective",
+        "num_particles", "alpha", "estimator", "component_estimator", "samples_per_step",
+        "seed",
+    )  # fmt: skip
+
+    def __init__(self, compute: bool = True, **params):
+        super().__init__(**params)
+        self._fit = None
+        if compute:
+            self.restart()
+        self.param.watch(lambda *_: self.restart(), list(self.INPUTS) + ["reset"])
+        self.param.watch(lambda *_: self.advance(), ["step"])
+        self.param.watch(lambda *_: self._check_learning_rate(), ["learning_rate"])
+
+    # ----------------------------------------------------------------- validation
+    def problems(self) -> list[str]:
+        """Everything wrong with the input, each with what is allowed."""
+        found = []
+        for name in ("curvature", "separation", "noise_scale", "alpha", "learning_rate"):
+            value = getattr(self, name)
+            if value is None or not math.isfinite(value):
+                found.append(f"{self.param[name].label} = {value} is not a number.")
+        if found:
+            return found
+        if self.learning_rate <= 0 or self.learning_rate > 10:
+            found.append(
+                f"Learning rate = {self.learning_rate} must lie in (0, 10]; try 0.01 to 0.1."
+            )
+        if self.noise_scale <= 0:
+            found.append(f"Regression noise σ = {self.noise_scale} must be positive.")
+        if self.separation < 0:
+            found.append(f"Mode separation = {self.separation} must be ≥ 0.")
+        k = self.num_particles
+        if self.objective != "elbo" and not (isinstance(k, int) and 1 <= k <= MAX_PARTICLES):
+            found.append(
+                f"Samples K = {k} is not allowed: use a whole number from 1 to {MAX_PARTICLES}."
+            )
+        if (
+            self.family == "mixture"
+            and self.component_estimator == "enum"
+            and self.objective != "elbo"
+        ):
+            found.append(
+                "Enumeration sums over one component choice; with K samples there are K "
+                "choices (2ᴷ terms). Use the ELBO, or the score function at the component."
+            )
+        return found
+
+    def _check_learning_rate(self) -> None:
+        with param.edit_constant(self):
+            self.error = " ".join(self.problems())
+
+    # ----------------------------------------------------------------- training
+    def _setup(self):
+        dtype = jnp.result_type(float)
+        target = make_target(self.target, self.curvature, self.separation,
+                             self.noise_scale, dtype)  # fmt: skip
+        window = self._window(target)
+        grid_x = np.linspace(window[0], window[1], GRID_SIZE)
+        grid_y = np.linspace(window[2], window[3], GRID_SIZE)
+        points = jnp.stack(jnp.meshgrid(jnp.asarray(grid_x, dtype), jnp.asarray(grid_y, dtype)), -1)
+        log_density, log_evidence = exact_log_density_and_evidence(target, points)
+        density = jnp.exp(log_density)
+        cell = (grid_x[1] - grid_x[0]) * (grid_y[1] - grid_y[0])
+        num_particles = 1 if self.objective == "elbo" else self.num_particles
+        return {
+            "target": target,
+            "program": objective_program(self.objective, num_particles),
+            "args": (jnp.asarray(self.alpha, dtype),) if self.objective == "renyi" else (),
+            "grid": (grid_x, grid_y, points, jnp.asarray(cell, dtype)),
+            "density": density,
+            "log_density": log_density,
+            "log_evidence": float(log_evidence),
+            "exact_mean": self._exact_mean(target, density, grid_x, grid_y, cell),
+            "state": optimize.init(initial_family(self.family, dtype)),
+            "bounds": [],
+            "kl": [],
+            "kl_steps": [],
+            "chunks": 0,
+        }
+
+    def _window(self, target) -> tuple[float, float, float, float]:
+        if self.target == "banana":
+            b = abs(self.curvature)
+            return -3.5, 3.5, -3.0 - b, 3.0 + 8.0 * b
+        if self.target == "funnel":
+            return -5.0, 5.0, -8.0, 8.0
+        if self.target == "mixture":
+            s = abs(self.separation)
+            return -s - 3.0, s + 3.0, -3.0, 3.5
+        posterior = target.posterior()
+        centre = np.asarray(gmm.mean(posterior))
+        spread = 5.0 * np.sqrt(np.diag(np.asarray(gmm.covariance(posterior))))
+        return (
+            centre[0] - spread[0],
+            centre[0] + spread[0],
+            centre[1] - spread[1],
+            centre[1] + spread[1],
+        )
+
+    @staticmethod
+    def _exact_mean(target, density, grid_x, grid_y, cell):
+        if hasattr(target, "posterior"):
+            return np.asarray(gmm.mean(target.posterior()))
+        weights = np.asarray(density) * cell
+        xs, ys = np.meshgrid(grid_x, grid_y)
+        return np.array([(weights * xs).sum(), (weights * ys).sum()]) / weights.sum()
+
+    def restart(self) -> None:
+        """Start the fit again from the family's standard start (after any input change)."""
+        found = self.problems()
+        if found:
+            with param.edit_constant(self):
+                self.error = " ".join(found)
+            return
+        self._fit = self._setup()
+        with param.edit_constant(self):
+            self.error = ""
+        self._publish(seconds_per_step=float("nan"))
+
+    def _baseline(self):
+        bounds = self._fit["bounds"]
+        last = float(np.mean(bounds[-1][-10:])) if bounds else 0.0
+        return jnp.asarray(last, jnp.result_type(float))
+
+    def _estimators(self, estimator=None, baseline=None):
+        """The per-site estimators; the baseline defaults to the latest bound."""
+        baseline = self._baseline() if baseline is None else baseline
+        return site_estimators(estimator or self.estimator, self.component_estimator,
+                               baseline, self.family)  # fmt: skip
+
+    def advance(self) -> None:
+        """Run one chunk of :data:`CHUNK_STEPS` steps and publish the new fit."""
+        found = self.problems()
+        if found or self._fit is None:
+            with param.edit_constant(self):
+                self.error = " ".join(found) or self.error
+                self.running = False
+            return
+        fit = self._fit
+        if fit["chunks"] * CHUNK_STEPS >= MAX_STEPS:
+            with param.edit_constant(self):
+                self.running = False
+            return
+        start = time.perf_counter()
+        key = jax.random.fold_in(jax.random.key(self.seed), fit["chunks"])
+        state, info = optimize.run_chunk(
+            key, fit["state"], fit["target"], fit["program"], fit["args"],
+            learning_rate=self.learning_rate, num_steps=CHUNK_STEPS,
+            num_samples=self.samples_per_step, estimators=self._estimators(),
+        )  # fmt: skip
+        losses = np.asarray(info.loss)
+        if not np.all(np.isfinite(losses)) or not all(
+            bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(state.params)
+        ):
+            with param.edit_constant(self):
+                self.error = (
+                    f"The fit diverged at learning rate {self.learning_rate} (the bound "
+                    "became non-finite); press Reset and use a smaller learning rate, more "
+                    "samples per step or the reparameterisation estimator."
+                )
+                self.running = False
+            return
+        fit.update(state=state, chunks=fit["chunks"] + 1)
+        fit["bounds"].append(-losses)
+        self._publish(seconds_per_step=(time.perf_counter() - start) / CHUNK_STEPS)
+
+    def _gradient_statistics(self, family) -> dict:
+        """Each estimator's gradient moments at ``family`` on the same random numbers;
+        the baseline is the current bound, estimated on those draws."""
+        fit = self._fit
+
+        def statistics(estimators):
+            return variance.gradient_statistics(
+                jax.random.key(1_000 + self.seed), fit["program"], family,
+                (fit["target"], *fit["args"]), estimators=estimators,
+                num_samples=VARIANCE_SAMPLES,
+            )  # fmt: skip
+
+        reparam = statistics(self._estimators("reparam"))
+        current_bound = reparam.value_mean
+        return {
+            "reparam": reparam,
+            "score": statistics(self._estimators("score", current_bound)),
+            "baseline": statistics(self._estimators("baseline", current_bound)),
+        }
+
+    def _publish(self, seconds_per_step: float) -> None:
+        fit = self._fit
+        family = fit["state"].params
+        grid_x, grid_y, points, cell = fit["grid"]
+        q, kl = snapshot(family, fit["log_density"], points, cell)
+        fit["kl"].append(float(kl))
+        fit["kl_steps"].append(fit["chunks"] * CHUNK_STEPS)
+        labels = tuple(ESTIMATOR_LABELS.values())
+        statistics = self._gradient_statistics(family)
+        bounds = np.concatenate(fit["bounds"]) if fit["bounds"] else np.zeros(0)
+        q_np = np.asarray(q)
+        xs, ys = np.meshgrid(grid_x, grid_y)
+        mass = q_np.sum()
+        with param.edit_constant(self):
+            self.result = VIResult(
+                grid_x=grid_x,
+                grid_y=grid_y,
+                target_density=np.asarray(fit["density"], np.float32),
+                q_density=q_np.astype(np.float32),
+                steps=np.arange(1, bounds.size + 1),
+                bounds=bounds,
+                kl_steps=np.asarray(fit["kl_steps"]),
+                kl=np.asarray(fit["kl"]),
+                exact_log_evidence=fit["log_evidence"],
+                estimator_labels=tuple(ESTIMATOR_NAMES[kind] for kind in labels),
+                gradient_variance=np.array(
+                    [float(jnp.sum(statistics[kind].variance)) for kind in labels]
+                ),
+                gradient_snr=np.array([float(jnp.mean(statistics[kind].snr)) for kind in labels]),
+                chosen_estimator=ESTIMATOR_NAMES[self.estimator],
+                q_mean=np.array([(q_np * xs).sum(), (q_np * ys).sum()]) / max(mass, 1e-300),
+                exact_mean=fit["exact_mean"],
+                seconds_per_step=seconds_per_step,
+            )

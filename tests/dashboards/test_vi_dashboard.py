@@ -1,0 +1,57 @@
+"""The VI dashboard renders to Bokeh models and follows its lab, without a browser."""
+
+import holoviews as hv
+import panel as pn
+import pytest
+from bokeh.document import Document
+from bokeh.models import Tabs
+
+from posteriorlab.dashboards import app
+from posteriorlab.dashboards.vi import VIDashboard, fit_summary, variance_summary
+from posteriorlab.labs.vi import VILab
+from posteriorlab.plots import vi as figures
+
+
+@pytest.fixture(scope="module")
+def dashboard():
+    return VIDashboard(lab=VILab())
+
+
+def test_renders_to_a_bokeh_document(dashboard):
+    root = pn.panel(dashboard).get_root(Document())
+    assert root.select_one({"type": Tabs}) is not None
+
+
+@pytest.mark.parametrize(
+    "figure", [figures.density_plot, figures.bound_plot, figures.kl_plot, figures.variance_plot]
+)
+def test_figures_render(dashboard, figure):
+    dashboard.lab.advance()
+    hv.render(figure(dashboard.lab.result), backend="bokeh")
+
+
+def test_summaries_follow_the_lab(dashboard):
+    dashboard.lab.advance()
+    assert "vs exact log p(x) **0.000**" in fit_summary(dashboard.lab.result)
+    dashboard.lab.estimator = "score"
+    assert "Score function (REINFORCE) (in use)" in variance_summary(dashboard.lab.result)
+
+
+def test_only_the_used_settings_show(dashboard):
+    dashboard.lab.param.update(target="mixture", objective="renyi")
+    assert dashboard.lab.param["separation"].precedence is None
+    assert dashboard.lab.param["curvature"].precedence < 0
+    assert dashboard.lab.param["alpha"].precedence is None
+    dashboard.lab.param.update(target="banana", objective="elbo")
+    assert dashboard.lab.param["num_particles"].precedence < 0
+
+
+def test_run_starts_and_pause_stops_the_periodic_callback(dashboard):
+    dashboard.lab.running = True
+    assert dashboard._callback is not None
+    dashboard.lab.running = False
+    assert dashboard._callback is None
+
+
+def test_page_renders():
+    app.vi_page().server_doc(Document())
