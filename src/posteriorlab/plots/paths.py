@@ -9,7 +9,7 @@ coloured.
 import holoviews as hv
 import numpy as np
 
-from posteriorlab.plots.style import COLORS, FIGURE, OVERLAY
+from posteriorlab.plots.style import COLORS, FIGURE, OVERLAY, horizontal_log_bars
 
 X = hv.Dimension("x", label="x₁ coordinate")
 Y = hv.Dimension("y", label="x₂ coordinate")
@@ -113,9 +113,7 @@ def kinetic_energy_plot(comparison, current: str | None = None) -> hv.Bars:
     energies = np.asarray(comparison.kinetic_energy)
     return hv.Bars(data, hv.Dimension("schedule"), ["kinetic energy", "chosen"]).opts(
         color=hv.dim("chosen").categorize({True: COLORS["data"], False: COLORS["particles"]}),
-        invert_axes=True,
-        logx=True,  # the displayed (horizontal) axis, which holds the energies
-        ylim=(0.5 * energies.min(), 2.0 * energies.max()),
+        **horizontal_log_bars(energies),
         title="Kinetic energy ∫E‖u_t‖²dt (log scale; red: chosen)",
         **FIGURE,
     )

@@ -18,3 +18,16 @@ COLORS = {
 # of its first frame, and later points fall outside them).
 FIGURE = dict(responsive=True, min_height=280, show_grid=True, toolbar="above", framewise=True)
 OVERLAY = dict(FIGURE, legend_position="right")
+
+
+def horizontal_log_bars(values) -> dict:
+    """Options for horizontal ``hv.Bars`` whose values span decades: a log axis from half
+    the smallest to twice the largest value, the bars starting at its left edge (Bokeh
+    would start them at 0, which a log axis cannot show)."""
+    low = 0.5 * float(min(values))
+    high = 2.0 * float(max(values))
+
+    def start_at_left_edge(plot, element):
+        plot.handles["glyph"].left = low
+
+    return dict(invert_axes=True, logx=True, ylim=(low, high), hooks=[start_at_left_edge])

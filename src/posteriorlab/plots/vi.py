@@ -7,7 +7,7 @@ import holoviews as hv
 import numpy as np
 
 from posteriorlab.plots.paths import grid_image
-from posteriorlab.plots.style import COLORS, FIGURE, OVERLAY
+from posteriorlab.plots.style import COLORS, FIGURE, OVERLAY, horizontal_log_bars
 
 Z1 = hv.Dimension("x", label="z₁")
 Z2 = hv.Dimension("y", label="z₂")
@@ -88,9 +88,7 @@ def variance_plot(result) -> hv.Bars:
     variances = np.maximum(result.gradient_variance, 1e-12)
     return hv.Bars(data, hv.Dimension("estimator"), ["variance", "chosen"]).opts(
         color=hv.dim("chosen").categorize({True: COLORS["data"], False: COLORS["particles"]}),
-        invert_axes=True,
-        logx=True,  # the displayed (horizontal) axis holds the variances
-        ylim=(0.5 * variances.min(), 2.0 * variances.max()),
+        **horizontal_log_bars(variances),
         title="Gradient variance at the current q (same random numbers)",
         **FIGURE,
     )
