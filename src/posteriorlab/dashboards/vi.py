@@ -1,8 +1,9 @@
 """The VI dashboard: a thin Panel view over :class:`posteriorlab.labs.vi.VILab`.
 
 Widgets come from the lab's parameters; figures are HoloViews DynamicMaps bound to the
-lab's result. While **Run** is on, a periodic callback of this session advances the fit
-one jitted chunk at a time, so the page stays responsive and the figures stream.
+lab's result. While **Run** is on, this session advances the fit one jitted chunk at a
+time, each scheduled a short pause after the previous one is drawn, so the page stays
+responsive and the figures stream.
 """
 
 import math
@@ -48,7 +49,7 @@ URL_PARAMETERS = {name: name for name in VILab.INPUTS} | {
     "num_particles": "K",
     "samples_per_step": "samples",
 }
-TICK_MS = 150  # how often a running fit takes its next chunk
+TICK_MS = 100  # the pause between two chunks of a running fit
 
 INTRO = f"""
 **Variational inference** fits a simple family q to a posterior p by maximising a lower
@@ -85,15 +86,23 @@ class VIDashboard(pn.viewable.Viewer):
 
     # ----------------------------------------------------------------- streaming
     def _run_or_pause(self, event) -> None:
-        if event.new and self._callback is None:
-            self._callback = pn.state.add_periodic_callback(self._tick, period=TICK_MS)
-        elif not event.new and self._callback is not None:
+        if event.new:
+            self._schedule_tick()
+        elif self._callback is not None:
             self._callback.stop()
             self._callback = None
 
+    def _schedule_tick(self) -> None:
+        """Take the next chunk :data:`TICK_MS` after this one is drawn: the gap keeps the
+        page responsive (a pause click is handled in it) however long a chunk takes."""
+        self._callback = pn.state.add_periodic_callback(self._tick, period=TICK_MS, count=1)
+
     def _tick(self) -> None:
+        self._callback = None
         if self.lab.running:
             self.lab.advance()
+        if self.lab.running:
+            self._schedule_tick()
 
     # ----------------------------------------------------------------- controls
     def _build_controls(self):
