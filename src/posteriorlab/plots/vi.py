@@ -61,7 +61,7 @@ def bound_plot(result) -> hv.Overlay:
     else:
         ylim = (result.exact_log_evidence - 1.0, result.exact_log_evidence + 0.2)
     return hv.Overlay(layers).opts(
-        title="The bound rises towards log p(x), never above it (in expectation)",
+        title="The bound rises towards log p(x) (dashed)",
         ylim=ylim,
         **OVERLAY,
     )
