@@ -16,3 +16,28 @@ def error_alert(lab, name: str = "error") -> pn.pane.Alert:
         sizing_mode="stretch_width",
         name=name,
     )
+
+
+def control_cards(lab, groups, widgets, collapsed=()) -> pn.Column:
+    """One card of widgets per group of the lab's parameters, built with ``pn.Param``
+    (per session: never class-level widgets).
+
+    ``groups`` maps a card title to parameter names, ``widgets`` a name to its widget
+    type or options; the cards titled in ``collapsed`` start closed.
+    """
+    cards = [
+        pn.Card(
+            pn.Param(
+                lab,
+                parameters=names,
+                widgets={name: widgets[name] for name in names if name in widgets},
+                show_name=False,
+                sizing_mode="stretch_width",
+            ),
+            title=title,
+            sizing_mode="stretch_width",
+            collapsed=title in collapsed,
+        )
+        for title, names in groups.items()
+    ]
+    return pn.Column(*cards, sizing_mode="stretch_width")

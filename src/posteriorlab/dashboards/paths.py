@@ -8,7 +8,7 @@ import holoviews as hv
 import panel as pn
 import param
 
-from posteriorlab.dashboards.common import error_alert
+from posteriorlab.dashboards.common import control_cards, error_alert
 from posteriorlab.labs.paths import SCHEDULE_NAMES, PathsLab
 from posteriorlab.labs.steering import SteeringLab
 from posteriorlab.plots import paths as figures
@@ -141,23 +141,9 @@ class PathsDashboard(pn.viewable.Viewer):
 
     # ----------------------------------------------------------------- controls
     def _build_controls(self):
-        cards = [
-            pn.Card(
-                pn.Param(
-                    self.lab,
-                    parameters=names,
-                    widgets={n: WIDGETS[n] for n in names if n in WIDGETS},
-                    show_name=False,
-                    sizing_mode="stretch_width",
-                ),
-                title=title,
-                sizing_mode="stretch_width",
-            )
-            for title, names in CONTROL_GROUPS.items()
-        ]
         self.lab.param.watch(self._hide_unused, ["schedule", "integrator"])
         self._hide_unused()
-        return pn.Column(*cards, sizing_mode="stretch_width")
+        return control_cards(self.lab, CONTROL_GROUPS, WIDGETS)
 
     def _hide_unused(self, *_):
         """Show only the parameters of the chosen schedule, and ε only for the SDE."""

@@ -10,7 +10,7 @@ import holoviews as hv
 import panel as pn
 import param
 
-from posteriorlab.dashboards.common import error_alert
+from posteriorlab.dashboards.common import control_cards, error_alert
 from posteriorlab.labs.smc import SMCLab, summarize_replicates, uses_parameter
 from posteriorlab.plots import smc as figures
 
@@ -101,26 +101,9 @@ class SMCDashboard(pn.viewable.Viewer):
 
     # ----------------------------------------------------------------- controls
     def _build_controls(self):
-        cards = []
-        for title, names in CONTROL_GROUPS.items():
-            widgets = pn.Param(
-                self.lab,
-                parameters=names,
-                widgets={n: WIDGETS[n] for n in names if n in WIDGETS},
-                show_name=False,
-                sizing_mode="stretch_width",
-            )
-            cards.append(
-                pn.Card(
-                    widgets,
-                    title=title,
-                    sizing_mode="stretch_width",
-                    collapsed=title == "Entropic annealing",
-                )
-            )
         self.lab.param.watch(self._hide_unused, "model")
         self._hide_unused()
-        return pn.Column(*cards, sizing_mode="stretch_width")
+        return control_cards(self.lab, CONTROL_GROUPS, WIDGETS, collapsed=("Entropic annealing",))
 
     def _hide_unused(self, *_):
         """Hide the sliders the chosen model does not read (e.g. ρ for the growth model)."""

@@ -12,7 +12,7 @@ import holoviews as hv
 import panel as pn
 import param
 
-from posteriorlab.dashboards.common import error_alert
+from posteriorlab.dashboards.common import control_cards, error_alert
 from posteriorlab.labs.vi import CHUNK_STEPS, VILab
 from posteriorlab.plots import vi as figures
 
@@ -106,23 +106,9 @@ class VIDashboard(pn.viewable.Viewer):
 
     # ----------------------------------------------------------------- controls
     def _build_controls(self):
-        cards = [
-            pn.Card(
-                pn.Param(
-                    self.lab,
-                    parameters=names,
-                    widgets={n: WIDGETS[n] for n in names if n in WIDGETS},
-                    show_name=False,
-                    sizing_mode="stretch_width",
-                ),
-                title=title,
-                sizing_mode="stretch_width",
-            )
-            for title, names in CONTROL_GROUPS.items()
-        ]
         self.lab.param.watch(self._hide_unused, ["target", "objective", "family"])
         self._hide_unused()
-        return pn.Column(*cards, sizing_mode="stretch_width")
+        return control_cards(self.lab, CONTROL_GROUPS, WIDGETS)
 
     def _hide_unused(self, *_):
         """Show only the settings the chosen target, objective and family use."""
