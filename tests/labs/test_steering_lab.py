@@ -98,3 +98,16 @@ def test_bad_paths_input_is_reported_too(lab):
     assert "standard deviations" in lab.error
     lab.paths.components = "1, 0, 0, 1"
     assert lab.error == ""
+
+
+def test_a_hidden_tab_catches_up_once_and_only_when_needed():
+    lab = SteeringLab(paths=PathsLab(compute=False), **SMALL)
+    first = lab.result
+    lab.active = False
+    lab.active = True
+    assert lab.result is first  # nothing changed: no recomputation
+    lab.active = False
+    lab.paths.schedule = "cosine"
+    assert lab.result is first  # hidden: waits
+    lab.active = True
+    assert lab.result is not first  # shown again: caught up

@@ -315,12 +315,15 @@ class SteeringLab(param.Parameterized):
             self.update()
         self.param.watch(lambda *_: self.update(), list(self.INPUTS))
         self.paths.param.watch(self._paths_changed, list(PATHS_INPUTS))
-        self.param.watch(self._paths_changed, ["active"])
+        self.param.watch(self._catch_up, ["active"])
 
     def _paths_changed(self, *_) -> None:
-        """Catch up with the paths lab on the next tick, if shown; else remember to."""
+        """The paths lab changed: catch up on the next tick if shown, else when shown."""
         self._stale = True
-        if self.active:
+        self._catch_up()
+
+    def _catch_up(self, *_) -> None:
+        if self.active and self._stale:
             generation = self._generation
             self._run_later(lambda: self._update_if_current(generation))
 
