@@ -44,3 +44,30 @@ def test_mixture_target_is_normalised():
     points, cell = grid((0.2, 0.2), 5.0)
     assert float(jnp.exp(jax.vmap(target)(points)).sum() * cell) == pytest.approx(1.0, abs=1e-8)
     assert float(target.log_evidence()) == 0.0
+
+
+@pytest.mark.parametrize("observation", [5.0, 0.5, 20.0, -0.3, 100.0])
+def test_cone_evidence_matches_scipy_quadrature(observation):
+    from scipy import integrate, stats
+
+    def density(u):  # r^2 = u ~ Exponential(mean 200), o ~ N(u, (0.1 + u/100)^2)
+        return np.exp(-u / 200) / 200 * stats.norm.pdf(observation, u, 0.1 + u / 100)
+
+    split = 3 * max(observation, 0.0) + 5
+    near = integrate.quad(density, 0, split, points=[max(observation, 0.0)], limit=500)[0]
+    reference = np.log(near + integrate.quad(density, split, np.inf)[0])
+    cone = exact.NoisyCone.create(observation)
+    assert float(cone.log_evidence()) == pytest.approx(reference, abs=1e-5)
+
+
+def test_cone_evidence_is_the_papers_and_the_integral_of_its_density():
+    cone = exact.NoisyCone.create(5.0, 10.0)
+    assert float(cone.log_evidence()) == pytest.approx(-5.3232, abs=5e-5)
+    from scipy import integrate
+
+    # The 2-D density is rotation invariant: p(o) = 2 pi ∫ r p(x = r, y = 0, o) dr.
+    def radial(r):
+        return 2 * np.pi * r * float(jnp.exp(cone(jnp.array([r, 0.0]))))
+
+    mass = integrate.quad(radial, 0.0, 4.0, points=[np.sqrt(5.0)], limit=500)[0]
+    assert np.log(mass) == pytest.approx(float(cone.log_evidence()), abs=1e-6)

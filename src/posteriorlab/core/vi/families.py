@@ -23,7 +23,12 @@ unconstrained lower triangle whose diagonal is exponentiated.
   marginal density is known (:math:`\mathcal N(\mu, WW^\top + \mathrm{diag}\,\sigma^2)`,
   :meth:`HierarchicalGaussian.log_prob`), which makes it the exact check for the
   hierarchical objectives, which only use :math:`q(z\mid u)` and estimate :math:`\log
-  q(z)` by inner importance sampling (:meth:`HierarchicalGaussian.sample_with_log_prob_estimate`).
+  q(z)` by inner importance sampling (:func:`sample_with_inner_estimate`).
+- :class:`RingGaussian`: another auxiliary-variable family, a Gaussian blurred around a
+  circle, :math:`u \sim \mathcal U(0, 1)`, :math:`z \mid u \sim \mathcal N(c +
+  \rho(\cos 2\pi u, \sin 2\pi u), \mathrm{diag}\,\sigma^2)`: the family that fits
+  the noisy cone's ring posterior (:class:`~posteriorlab.core.vi.exact.NoisyCone`). Its
+  marginal density is a one-dimensional integral over the angle, done by quadrature.
 - :class:`MeanFieldBeta`: :math:`q = \prod_i \mathrm{Beta}(z_i;\ a_i, b_i)` on
   :math:`(0, 1)^d`, for targets written on the unit interval (a coin's bias). Its draw is
   reparameterised through the Gamma sampler's implicit gradient (NumPyro's ``Beta`` is
@@ -45,8 +50,16 @@ __all__ = [
     "HierarchicalGaussian",
     "MeanFieldBeta",
     "MeanFieldGaussian",
+    "RING_QUADRATURE_POINTS",
+    "RingGaussian",
+    "sample_auxiliary_family",
+    "sample_with_inner_estimate",
     "stop_gradient",
 ]
+
+
+RING_QUADRATURE_POINTS = 512
+"""Angles in :meth:`RingGaussian.log_prob`'s quadrature."""
 
 
 def stop_gradient(family: Any) -> Any:
@@ -194,6 +207,50 @@ class GaussianMixture(NamedTuple):
         return logsumexp(log_weights + components.log_prob(z[..., None, :]), axis=-1)
 
 
+def sample_with_inner_estimate(
+    family: Any, t, name: str, sample_shape=(), num_inner: int = 1, estimator: Any = "reparam"
+) -> tuple[Array, Array]:
+    """Draw :math:`z` from an auxiliary-variable family and estimate :math:`\\log q(z)`.
+
+    The family supplies ``auxiliary()``, the law :math:`q(u)`, and ``conditional(u)``,
+    :math:`q(z \\mid u)`. With :math:`u_1 \\sim q(u)` (site ``{name}_aux``), :math:`z \\sim
+    q(z\\mid u_1)` (site ``name``) and :math:`u_{2..m} \\sim q(u)` fresh (site
+    ``{name}_aux_inner``):
+
+    .. math::
+
+        \\log \\hat q_m(z) = \\log \\frac1m \\Bigl(q(z\\mid u_1) + \\sum_{j=2}^m
+        q(z \\mid u_j)\\Bigr).
+
+    Given :math:`z`, :math:`u_1` is a draw from :math:`q(u\\mid z)`, so this is importance
+    sampling of :math:`q(z) = \\int q(z\\mid u) q(u)\\,du` with the prior :math:`q(u)` as
+    the proposal of every :math:`u_j` but the first. :math:`\\mathbb E[\\log\\hat q_m(z)]
+    \\ge \\log q(z)` and it decreases in :math:`m` towards :math:`\\log q(z)` (Sobolev &
+    Vetrov, 2019), so subtracting it keeps a lower bound a lower bound. ``num_inner = 1``
+    gives :math:`\\log q(z\\mid u_1)`, the HVI estimate with the prior as reverse model.
+    """
+    if not isinstance(num_inner, int) or num_inner < 1:
+        raise ValueError(f"num_inner must be a positive integer, got {num_inner!r}")
+    sample_shape = tuple(sample_shape)
+    u = t.sample(f"{name}_aux", family.auxiliary(), estimator, sample_shape)
+    z = t.sample(name, family.conditional(u), estimator)
+    log_q = family.conditional(u).log_prob(z)[..., None]
+    if num_inner > 1:
+        u_inner = t.sample(
+            f"{name}_aux_inner", family.auxiliary(), estimator, (num_inner - 1, *sample_shape)
+        )
+        log_q_inner = jnp.moveaxis(family.conditional(u_inner).log_prob(z), 0, -1)
+        log_q = jnp.concatenate([log_q, log_q_inner], axis=-1)
+    return z, logsumexp(log_q, axis=-1) - jnp.log(num_inner)
+
+
+def sample_auxiliary_family(
+    family: Any, t, name: str, sample_shape=(), estimator: Any = "reparam"
+) -> Array:
+    """Draw :math:`z` from an auxiliary-variable family (the angle or :math:`u` first)."""
+    return sample_with_inner_estimate(family, t, name, sample_shape, 1, estimator)[0]
+
+
 class HierarchicalGaussian(NamedTuple):
     """:math:`u \\sim \\mathcal N(0, I_k)`, :math:`z \\mid u \\sim \\mathcal N(\\mu + W u,
     \\mathrm{diag}\\,\\sigma^2)`.
@@ -211,49 +268,24 @@ class HierarchicalGaussian(NamedTuple):
     weights: Array
     log_scale: Array
 
-    def _auxiliary(self) -> dist.Distribution:
+    @classmethod
+    def standard(cls, dimension: int, auxiliary_dimension: int = 1, spread: float = 0.5):
+        """:math:`\\mu = 0`, :math:`\\sigma = 1`, and :math:`W` with columns
+        ``spread`` times the first coordinate axes (so the start is not a saddle point at
+        :math:`W = 0`, where the gradient in :math:`W` vanishes)."""
+        weights = spread * jnp.eye(dimension, auxiliary_dimension)
+        return cls(jnp.zeros(dimension), weights, jnp.zeros(dimension))
+
+    def auxiliary(self) -> dist.Distribution:
+        """:math:`q(u) = \\mathcal N(0, I_k)`."""
         return dist.Normal(jnp.zeros(self.weights.shape[1]), 1.0).to_event(1)
 
     def conditional(self, u: Array) -> dist.Distribution:
         """:math:`q(z \\mid u)`, batched over leading axes of ``u``."""
         return dist.Normal(self.loc + u @ self.weights.T, jnp.exp(self.log_scale)).to_event(1)
 
-    def sample(self, t, name: str, sample_shape=(), estimator: Any = "reparam") -> Array:
-        return self.sample_with_log_prob_estimate(t, name, sample_shape, 1, estimator)[0]
-
-    def sample_with_log_prob_estimate(
-        self, t, name: str, sample_shape=(), num_inner: int = 1, estimator: Any = "reparam"
-    ) -> tuple[Array, Array]:
-        """Draw :math:`z` and the inner importance-sampling estimate of :math:`\\log q(z)`.
-
-        .. math::
-
-            \\log \\hat q_m(z) = \\log \\frac1m \\Bigl(q(z\\mid u_1) + \\sum_{j=2}^m
-            q(z \\mid u_j)\\Bigr),
-
-        with :math:`u_1` the auxiliary draw that produced :math:`z` (a draw from
-        :math:`q(u\\mid z)`) and :math:`u_{2..m} \\sim q(u)` fresh (site
-        ``{name}_aux_inner``). :math:`\\mathbb E[\\log\\hat q_m(z)] \\ge \\log q(z)`
-        and it decreases in :math:`m` towards :math:`\\log q(z)` (Sobolev & Vetrov,
-        2019), so :math:`-\\log\\hat q_m` keeps a bound a bound. ``num_inner = 1`` gives
-        :math:`\\log q(z\\mid u_1)`, the HVI estimate with the prior as reverse model.
-        """
-        if num_inner < 1:
-            raise ValueError(f"num_inner must be a positive integer, got {num_inner!r}")
-        sample_shape = tuple(sample_shape)
-        u = t.sample(f"{name}_aux", self._auxiliary(), estimator, sample_shape)
-        z = t.sample(name, self.conditional(u), estimator)
-        log_q = self.conditional(u).log_prob(z)[..., None]
-        if num_inner > 1:
-            u_inner = t.sample(
-                f"{name}_aux_inner",
-                self._auxiliary(),
-                estimator,
-                (num_inner - 1, *sample_shape),
-            )
-            log_q_inner = jnp.moveaxis(self.conditional(u_inner).log_prob(z), 0, -1)
-            log_q = jnp.concatenate([log_q, log_q_inner], axis=-1)
-        return z, logsumexp(log_q, axis=-1) - jnp.log(num_inner)
+    sample = sample_auxiliary_family
+    sample_with_log_prob_estimate = sample_with_inner_estimate
 
     def marginal(self) -> dist.Distribution:
         covariance = self.weights @ self.weights.T + jnp.diag(jnp.exp(2 * self.log_scale))
@@ -262,3 +294,62 @@ class HierarchicalGaussian(NamedTuple):
     def log_prob(self, z: Array) -> Array:
         """The exact marginal :math:`\\log q(z)` (the objectives do not use it)."""
         return self.marginal().log_prob(z)
+
+
+class RingGaussian(NamedTuple):
+    """A ring: :math:`u \\sim \\mathcal U(0, 1)`, :math:`\\theta = 2\\pi u`,
+    :math:`z \\mid u \\sim \\mathcal N\\bigl(c + \\rho(\\cos\\theta, \\sin\\theta),\\
+    \\mathrm{diag}\\,\\sigma^2\\bigr)` in two dimensions.
+
+    The expressive family of the noisy-cone experiment (Table 4 of the programmable-VI
+    paper, where :math:`c = 0` and :math:`\\rho = \\sqrt{o}` are fixed and only
+    :math:`\\log\\sigma` is learnt). The auxiliary angle is what the hierarchical
+    objectives marginalise by inner importance sampling; :meth:`log_prob` integrates it
+    out by quadrature instead, for pictures and the ELBO of the marginal.
+
+    Attributes
+    ----------
+    centre : Array, shape (2,)
+        :math:`c`.
+    log_radius : Array, shape ()
+        :math:`\\log\\rho`.
+    log_scale : Array, shape (2,)
+        :math:`\\log\\sigma` of :math:`z` given the angle.
+    """
+
+    centre: Array
+    log_radius: Array
+    log_scale: Array
+
+    @classmethod
+    def create(cls, radius=1.0, scale=1.0, centre=(0.0, 0.0)) -> "RingGaussian":
+        return cls(
+            jnp.asarray(centre, float),
+            jnp.log(jnp.asarray(radius, float)),
+            jnp.log(jnp.broadcast_to(jnp.asarray(scale, float), (2,))),
+        )
+
+    def auxiliary(self) -> dist.Distribution:
+        """:math:`q(u) = \\mathcal U(0, 1)`."""
+        return dist.Uniform(jnp.zeros(()), 1.0)
+
+    def _point_on_ring(self, u: Array) -> Array:
+        angle = 2 * jnp.pi * u
+        direction = jnp.stack([jnp.cos(angle), jnp.sin(angle)], axis=-1)
+        return self.centre + jnp.exp(self.log_radius) * direction
+
+    def conditional(self, u: Array) -> dist.Distribution:
+        """:math:`q(z \\mid u)`, batched over the axes of ``u``."""
+        return dist.Normal(self._point_on_ring(u), jnp.exp(self.log_scale)).to_event(1)
+
+    sample = sample_auxiliary_family
+    sample_with_log_prob_estimate = sample_with_inner_estimate
+
+    def log_prob(self, z: Array) -> Array:
+        """:math:`\\log q(z) = \\log\\int_0^1 q(z\\mid u)\\,du` by the trapezoid rule on
+        :data:`RING_QUADRATURE_POINTS` angles (periodic integrand: the error falls like
+        :math:`\\exp(-2\\pi^2 (J\\sigma / 2\\pi\\rho)^2)`, negligible once the node
+        spacing :math:`2\\pi\\rho/J` is below :math:`\\sigma`)."""
+        u = jnp.arange(RING_QUADRATURE_POINTS) / RING_QUADRATURE_POINTS
+        log_q = self.conditional(u).log_prob(z[..., None, :])
+        return logsumexp(log_q, axis=-1) - jnp.log(RING_QUADRATURE_POINTS)

@@ -22,7 +22,7 @@ With importance weights :math:`\log w_k = \log p(x, z_k) - \log q(z_k)`, :math:`
   the ELBO.
 - HVI, IWHVI(m), DIWHVI(n, m) for auxiliary-variable families: replace :math:`\log q(z)`
   by the inner estimate :math:`\log\hat q_m(z)` (see
-  :meth:`~posteriorlab.core.vi.families.HierarchicalGaussian.sample_with_log_prob_estimate`);
+  :func:`~posteriorlab.core.vi.families.sample_with_inner_estimate`);
   :math:`\mathrm{DIWHVI}(n, m) = \mathbb E[\log\frac1n\sum_i p(x, z_i)/\hat q_m(z_i)]`,
   HVI is :math:`(1, 1)`, IWHVI(m) is :math:`(1, m)`. Orderings: HVI :math:`\le`
   IWHVI(m) :math:`\le` IWHVI(m+1) :math:`\le` ELBO of the marginal :math:`q`.
