@@ -1,10 +1,14 @@
 r"""The VI lab: one student's session fitting a variational family to a 2-D target.
 
-A :class:`VILab` holds the target (banana, funnel, two-mode mixture or a Bayesian
-linear-regression posterior, each with its exact density and exact :math:`\log p(x)`),
-the family (mean-field, full-rank, mixture of two Gaussians), the objective (ELBO,
-IWAE(K), Rényi-α) written in the program language of :mod:`posteriorlab.core.vi`, the
-gradient estimator at each sample site, the learning rate, samples per step and seed.
+A :class:`VILab` holds the target (banana, funnel, two-mode mixture, a Bayesian
+linear-regression posterior or the noisy cone, each with its exact density and exact
+:math:`\log p(x)`; or a 2-D NumPyro model given from a notebook with
+:meth:`VILab.use_numpyro_model`, whose evidence is found by grid quadrature), the family
+(mean-field, full-rank, mixture of two Gaussians, or one of two auxiliary-variable
+families: a hierarchical Gaussian and a ring), the objective (ELBO, IWAE(K), Rényi-α,
+and for the auxiliary families HVI, IWHVI(m) and DIWHVI(K, m)) written in the program
+language of :mod:`posteriorlab.core.vi`, the gradient estimator at each sample site, the
+learning rate, samples per step and seed.
 
 Training streams: :meth:`VILab.advance` runs one jitted chunk of :data:`CHUNK_STEPS`
 optimiser steps and publishes ``result`` (:class:`VIResult`): :math:`q` and the exact
@@ -24,6 +28,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -38,6 +43,7 @@ CHUNK_STEPS = 50
 MAX_STEPS = 20_000
 MAX_PARTICLES = 1000
 GRID_SIZE = 90
+CONE_GRID_SIZE = 200  # the cone's ring is ~0.03 wide: a finer grid resolves it
 VARIANCE_SAMPLES = 256
 REGRESSION_POINTS = 12
 
@@ -46,13 +52,26 @@ TARGET_LABELS = {
     "Funnel": "funnel",
     "Two-mode mixture": "mixture",
     "Linear-regression posterior": "regression",
+    "Noisy cone (a ring)": "cone",
 }
 FAMILY_LABELS = {
     "Mean-field Gaussian": "mean_field",
     "Full-rank Gaussian": "full_rank",
     "Mixture of two Gaussians": "mixture",
+    "Hierarchical Gaussian (auxiliary u)": "hierarchical",
+    "Ring (auxiliary angle)": "ring",
 }
-OBJECTIVE_LABELS = {"ELBO": "elbo", "IWAE (K samples)": "iwae", "Rényi-α (K samples)": "renyi"}
+AUXILIARY_FAMILIES = ("hierarchical", "ring")
+OBJECTIVE_LABELS = {
+    "ELBO": "elbo",
+    "IWAE (K samples)": "iwae",
+    "Rényi-α (K samples)": "renyi",
+    "HVI (auxiliary families)": "hvi",
+    "IWHVI (m inner samples)": "iwhvi",
+    "DIWHVI (K outer, m inner)": "diwhvi",
+}
+OBJECTIVE_NAMES = {kind: label for label, kind in OBJECTIVE_LABELS.items()}
+HIERARCHICAL_OBJECTIVES = ("hvi", "iwhvi", "diwhvi")
 ESTIMATOR_LABELS = {
     "Reparameterisation": "reparam",
     "Score function (REINFORCE)": "score",
@@ -60,6 +79,15 @@ ESTIMATOR_LABELS = {
 }
 ESTIMATOR_NAMES = {kind: label for label, kind in ESTIMATOR_LABELS.items()}
 COMPONENT_ESTIMATOR_LABELS = {"Score function": "score", "Enumeration (exact sum)": "enum"}
+
+
+class NumPyroTarget(NamedTuple):
+    """A NumPyro model given from a notebook (see :meth:`VILab.use_numpyro_model`)."""
+
+    log_joint: Callable  # a pytree over the flat unconstrained latent vector
+    name: str
+    dimension: int
+    window: tuple[float, float, float, float]
 
 
 class VIResult(NamedTuple):
@@ -81,6 +109,7 @@ class VIResult(NamedTuple):
     q_mean: np.ndarray  # (2,)
     exact_mean: np.ndarray  # (2,)
     seconds_per_step: float
+    evidence_label: str = "exact log p(x)"  # or "log p(x) by grid quadrature"
 
 
 # --------------------------------------------------------------------------------------
@@ -88,11 +117,18 @@ class VIResult(NamedTuple):
 # --------------------------------------------------------------------------------------
 
 
-def make_target(kind: str, curvature, separation, noise_scale, dtype):
-    """The target of ``kind`` as a pytree callable with its continuous settings traced."""
-    curvature, separation, noise_scale = (
-        jnp.asarray(v, dtype) for v in (curvature, separation, noise_scale)
+def make_target(
+    kind: str, *, curvature=1.0, separation=1.5, noise_scale=0.5, observation=5.0,
+    dtype=jnp.float32,
+):  # fmt: skip
+    """The target of ``kind`` (a value of :data:`TARGET_LABELS`) as a pytree callable,
+    its continuous settings traced: banana curvature, mode separation, regression noise
+    σ and the cone's observation (the lab's defaults)."""
+    curvature, separation, noise_scale, observation = (
+        jnp.asarray(v, dtype) for v in (curvature, separation, noise_scale, observation)
     )
+    if kind == "cone":
+        return exact.NoisyCone(observation, jnp.asarray(10.0, dtype))
     if kind == "banana":
         return models.Banana(curvature, jnp.asarray(1.0, dtype))
     if kind == "funnel":
@@ -129,6 +165,10 @@ def initial_family(kind: str, dtype):
         return families.MeanFieldGaussian(jnp.zeros(2, dtype), jnp.zeros(2, dtype))
     if kind == "full_rank":
         return families.FullRankGaussian.standard(2)
+    if kind == "hierarchical":
+        return families.HierarchicalGaussian.standard(2, 1)
+    if kind == "ring":
+        return families.RingGaussian.create(radius=1.0, scale=0.5)
     return families.GaussianMixture(
         jnp.zeros(2, dtype),
         jnp.asarray([[-1.0, 0.3], [1.0, -0.3]], dtype),
@@ -137,14 +177,20 @@ def initial_family(kind: str, dtype):
 
 
 @functools.cache
-def objective_program(kind: str, num_particles: int):
+def objective_program(kind: str, num_particles: int, num_inner: int = 1):
     """The objective as a program ``(t, family, log_joint, *args) -> value``; cached so
     that the same choice is the same static argument (no recompilation)."""
-    if kind == "elbo":
-        return objectives.elbo
-    if kind == "iwae":
-        return functools.partial(objectives.iwae, num_particles=num_particles)
-    return functools.partial(objectives.renyi, num_particles=num_particles)
+    programs_by_kind = {
+        "elbo": lambda: objectives.elbo,
+        "iwae": lambda: functools.partial(objectives.iwae, num_particles=num_particles),
+        "renyi": lambda: functools.partial(objectives.renyi, num_particles=num_particles),
+        "hvi": lambda: objectives.hvi,
+        "iwhvi": lambda: functools.partial(objectives.iwhvi, num_inner=num_inner),
+        "diwhvi": lambda: functools.partial(
+            objectives.diwhvi, num_outer=num_particles, num_inner=num_inner
+        ),
+    }
+    return programs_by_kind[kind]()
 
 
 def site_estimators(estimator: str, component_estimator: str, baseline, family_kind: str):
@@ -161,6 +207,16 @@ def site_estimators(estimator: str, component_estimator: str, baseline, family_k
             programs.Enumerate() if component_estimator == "enum" else programs.Score(baseline)
         )
     return chosen
+
+
+@jax.jit
+def grid_normalised_log_density(log_joint, points, cell_area):
+    """The posterior's log-density and log p(x) by quadrature of p(x, z) over the grid
+    (for a 2-D target without a closed form; exact up to the grid's resolution and
+    the mass outside it)."""
+    log_joint_values = jax.vmap(jax.vmap(log_joint))(points)
+    log_evidence = jax.scipy.special.logsumexp(log_joint_values) + jnp.log(cell_area)
+    return log_joint_values - log_evidence, log_evidence
 
 
 @jax.jit
@@ -188,11 +244,19 @@ class VILab(param.Parameterized):
         0.5, softbounds=(0.05, 3.0), step=0.05, label="Regression noise σ",
         doc="Observation noise of the regression; the posterior narrows as σ falls.",
     )  # fmt: skip
+    cone_observation = param.Number(
+        5.0, softbounds=(0.5, 20.0), step=0.5, label="Observed o = x² + y² + noise",
+        doc="The cone's observation; the posterior is a ring of radius about √o.",
+    )  # fmt: skip
     family = param.Selector(objects=FAMILY_LABELS, default="mean_field", label="Family q")
     objective = param.Selector(objects=OBJECTIVE_LABELS, default="elbo", label="Objective")
     num_particles = param.Integer(
-        5, label="Samples K (IWAE, Rényi)",
+        5, label="Samples K (IWAE, Rényi, DIWHVI outer)",
         doc="Importance samples inside the bound; K = 1 is the ELBO.",
+    )  # fmt: skip
+    num_inner = param.Integer(
+        5, label="Inner samples m (IWHVI, DIWHVI)",
+        doc="Auxiliary draws estimating log q(z); m = 1 is HVI.",
     )  # fmt: skip
     alpha = param.Number(0.5, softbounds=(0.0, 1.0), step=0.05, label="Rényi α")
     estimator = param.Selector(
@@ -223,14 +287,15 @@ class VILab(param.Parameterized):
     error = param.String("", constant=True, doc="What is wrong with the current input.")
 
     INPUTS = (
-        "target", "curvature", "separation", "noise_scale", "family", "objective",
-        "num_particles", "alpha", "estimator", "component_estimator", "samples_per_step",
-        "seed",
+        "target", "curvature", "separation", "noise_scale", "cone_observation", "family",
+        "objective", "num_particles", "num_inner", "alpha", "estimator",
+        "component_estimator", "samples_per_step", "seed",
     )  # fmt: skip
 
     def __init__(self, compute: bool = True, **params):
         super().__init__(**params)
         self._fit = None
+        self._numpyro_target = None
         if compute:
             self.restart()
         self.param.watch(lambda *_: self.restart(), list(self.INPUTS) + ["reset"])
@@ -241,7 +306,8 @@ class VILab(param.Parameterized):
     def problems(self) -> list[str]:
         """Everything wrong with the input, each with what is allowed."""
         found = []
-        for name in ("curvature", "separation", "noise_scale", "alpha", "learning_rate"):
+        for name in ("curvature", "separation", "noise_scale", "cone_observation", "alpha",
+                     "learning_rate"):  # fmt: skip
             value = getattr(self, name)
             if value is None or not math.isfinite(value):
                 found.append(f"{self.param[name].label} = {value} is not a number.")
@@ -255,11 +321,45 @@ class VILab(param.Parameterized):
             found.append(f"Regression noise σ = {self.noise_scale} must be positive.")
         if self.separation < 0:
             found.append(f"Mode separation = {self.separation} must be ≥ 0.")
-        k = self.num_particles
-        if self.objective != "elbo" and not (isinstance(k, int) and 1 <= k <= MAX_PARTICLES):
+        if self.cone_observation <= 0:
             found.append(
-                f"Samples K = {k} is not allowed: use a whole number from 1 to {MAX_PARTICLES}."
+                f"Observed o = {self.cone_observation} must be positive: it is a noisy "
+                "squared radius. Try 5 (the paper's value)."
             )
+        found += self._count_problems() + self._family_problems()
+        return found
+
+    def _count_problems(self) -> list[str]:
+        found = []
+        counts = [("num_particles", "Samples K", ("iwae", "renyi", "diwhvi")),
+                  ("num_inner", "Inner samples m", ("iwhvi", "diwhvi"))]  # fmt: skip
+        for name, label, objectives_using in counts:
+            value = getattr(self, name)
+            if self.objective in objectives_using and not (
+                isinstance(value, int) and 1 <= value <= MAX_PARTICLES
+            ):
+                found.append(
+                    f"{label} = {value} is not allowed: use a whole number from 1 to "
+                    f"{MAX_PARTICLES}."
+                )
+        return found
+
+    def _family_problems(self) -> list[str]:
+        found = []
+        if self.objective in HIERARCHICAL_OBJECTIVES and self.family not in AUXILIARY_FAMILIES:
+            found.append(
+                f"{OBJECTIVE_NAMES[self.objective]} estimates log q(z) by "
+                "importance sampling over an auxiliary variable, which this family has not: "
+                "choose the hierarchical Gaussian or the ring family, or the ELBO or IWAE."
+            )
+        if self.target == "numpyro" and self._numpyro_target is not None:
+            size = self._numpyro_target.dimension
+            if size != 2:
+                found.append(
+                    f"The NumPyro model has {size} unconstrained latent dimension"
+                    f"{'s' if size != 1 else ''}, but the lab's families and pictures are "
+                    "2-D: give a model with two scalar latent sites (or one of size 2)."
+                )
         if (
             self.family == "mixture"
             and self.component_estimator == "enum"
@@ -276,21 +376,56 @@ class VILab(param.Parameterized):
             self.error = " ".join(self.problems())
 
     # ----------------------------------------------------------------- training
+    # ----------------------------------------------------------------- NumPyro models
+    def use_numpyro_model(
+        self, model, *args, name: str = "NumPyro model", window=(-4.0, 4.0, -4.0, 4.0),
+        **kwargs,
+    ) -> None:  # fmt: skip
+        """Fit a NumPyro model of two latent dimensions (its data in ``args``/``kwargs``).
+
+        The lab works on the model's unconstrained latent vector (a positive site as its
+        logarithm, see :func:`~posteriorlab.core.vi.models.numpyro_log_joint`); its
+        "exact" log p(x) and posterior are found by quadrature over the grid spanning
+        ``window`` = (min₁, max₁, min₂, max₂), so the window must hold the posterior's mass.
+        The target menu gains the model's name and the lab switches to it.
+        """
+        log_joint, _ = models.numpyro_log_joint(model, *args, **kwargs)
+        self._numpyro_target = NumPyroTarget(
+            log_joint, name, models.numpyro_latent_size(model, *args, **kwargs),
+            tuple(float(edge) for edge in window),
+        )  # fmt: skip
+        self.param.target.objects = {**TARGET_LABELS, f"NumPyro: {name}": "numpyro"}
+        if self.target == "numpyro":
+            self.restart()
+        else:
+            self.target = "numpyro"
+
+    def _make_target(self, dtype):
+        if self.target == "numpyro":
+            return self._numpyro_target.log_joint
+        return make_target(
+            self.target, curvature=self.curvature, separation=self.separation,
+            noise_scale=self.noise_scale, observation=self.cone_observation, dtype=dtype,
+        )  # fmt: skip
+
     def _setup(self):
         dtype = jnp.result_type(float)
-        target = make_target(self.target, self.curvature, self.separation,
-                             self.noise_scale, dtype)  # fmt: skip
+        target = self._make_target(dtype)
         window = self._window(target)
-        grid_x = np.linspace(window[0], window[1], GRID_SIZE)
-        grid_y = np.linspace(window[2], window[3], GRID_SIZE)
+        size = CONE_GRID_SIZE if self.target == "cone" else GRID_SIZE
+        grid_x = np.linspace(window[0], window[1], size)
+        grid_y = np.linspace(window[2], window[3], size)
         points = jnp.stack(jnp.meshgrid(jnp.asarray(grid_x, dtype), jnp.asarray(grid_y, dtype)), -1)
-        log_density, log_evidence = exact_log_density_and_evidence(target, points)
-        density = jnp.exp(log_density)
         cell = (grid_x[1] - grid_x[0]) * (grid_y[1] - grid_y[0])
-        num_particles = 1 if self.objective == "elbo" else self.num_particles
+        if self.target == "numpyro":
+            log_density, log_evidence = grid_normalised_log_density(target, points, cell)
+        else:
+            log_density, log_evidence = exact_log_density_and_evidence(target, points)
+        density = jnp.exp(log_density)
+        num_particles = 1 if self.objective in ("elbo", "hvi", "iwhvi") else self.num_particles
         return {
             "target": target,
-            "program": objective_program(self.objective, num_particles),
+            "program": objective_program(self.objective, num_particles, self.num_inner),
             "args": (jnp.asarray(self.alpha, dtype),) if self.objective == "renyi" else (),
             "grid": (grid_x, grid_y, points, jnp.asarray(cell, dtype)),
             "density": density,
@@ -305,6 +440,11 @@ class VILab(param.Parameterized):
         }
 
     def _window(self, target) -> tuple[float, float, float, float]:
+        if self.target == "numpyro":
+            return self._numpyro_target.window
+        if self.target == "cone":
+            half = math.sqrt(self.cone_observation) + 1.0
+            return -half, half, -half, half
         if self.target == "banana":
             b = abs(self.curvature)
             return -3.5, 3.5, -3.0 - b, 3.0 + 8.0 * b
@@ -325,7 +465,7 @@ class VILab(param.Parameterized):
 
     @staticmethod
     def _exact_mean(target, density, grid_x, grid_y, cell):
-        if hasattr(target, "posterior"):
+        if isinstance(target, exact.LinearRegression | exact.MixtureTarget):
             return np.asarray(gmm.mean(target.posterior()))
         weights = np.asarray(density) * cell
         xs, ys = np.meshgrid(grid_x, grid_y)
@@ -443,4 +583,7 @@ class VILab(param.Parameterized):
                 q_mean=np.array([(q_np * xs).sum(), (q_np * ys).sum()]) / max(mass, 1e-300),
                 exact_mean=fit["exact_mean"],
                 seconds_per_step=seconds_per_step,
+                evidence_label=(
+                    "log p(x) by grid quadrature" if self.target == "numpyro" else "exact log p(x)"
+                ),
             )

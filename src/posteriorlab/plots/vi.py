@@ -40,7 +40,7 @@ def bound_plot(result) -> hv.Overlay:
     last = max(int(result.steps[-1]) if result.steps.size else 0, 1)
     exact = ([0, last], [result.exact_log_evidence] * 2)
     layers = [
-        hv.Curve(exact, STEP, value, label="exact log p(x)").opts(
+        hv.Curve(exact, STEP, value, label=result.evidence_label).opts(
             color=COLORS["truth"], line_dash="dashed", line_width=2
         )
     ]

@@ -37,7 +37,13 @@ from jax.typing import ArrayLike
 from numpyro import handlers
 from numpyro.infer.util import potential_energy
 
-__all__ = ["Banana", "ConjugateGaussian", "Funnel", "numpyro_log_joint"]
+__all__ = [
+    "Banana",
+    "ConjugateGaussian",
+    "Funnel",
+    "numpyro_latent_size",
+    "numpyro_log_joint",
+]
 
 
 class ConjugateGaussian(NamedTuple):
@@ -132,6 +138,27 @@ def _numpyro_density(model, unravel, args, kwargs, u):
     return -potential_energy(model, args, kwargs, unravel(u))
 
 
+def _latent_sites(model, args, kwargs) -> dict:
+    trace = handlers.trace(handlers.seed(model, 0)).get_trace(*args, **kwargs)
+    latent = {
+        name: site
+        for name, site in trace.items()
+        if site["type"] == "sample" and not site["is_observed"]
+    }
+    if not latent:
+        raise ValueError("the NumPyro model has no latent sample site (all are observed)")
+    return latent
+
+
+def numpyro_latent_size(model: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
+    """The length d of the flat unconstrained latent vector of :func:`numpyro_log_joint`."""
+    latent = _latent_sites(model, args, kwargs)
+    return sum(
+        int(jnp.size(dist.biject_to(site["fn"].support).inv(site["value"])))
+        for site in latent.values()
+    )
+
+
 def numpyro_log_joint(
     model: Callable[..., Any], *args: Any, **kwargs: Any
 ) -> tuple[Partial, Callable[[Array], dict]]:
@@ -153,14 +180,7 @@ def numpyro_log_joint(
     to_constrained : callable
         ``u -> {site: value}`` on the model's own (constrained) scale.
     """
-    trace = handlers.trace(handlers.seed(model, 0)).get_trace(*args, **kwargs)
-    latent = {
-        name: site
-        for name, site in trace.items()
-        if site["type"] == "sample" and not site["is_observed"]
-    }
-    if not latent:
-        raise ValueError("the NumPyro model has no latent sample site (all are observed)")
+    latent = _latent_sites(model, args, kwargs)
     unconstrained = {
         name: dist.biject_to(site["fn"].support).inv(site["value"]) for name, site in latent.items()
     }
