@@ -1,4 +1,4 @@
-"""Latency of the served SMC and paths labs, measured in headless Chromium.
+"""Latency of the served SMC, paths and VI labs, measured in headless Chromium.
 
 Starts ``posteriorlab serve`` on a free localhost port and reports, for the SMC lab
 (``--lab smc``, the default)
@@ -16,9 +16,15 @@ names the new schedule, until the last binary websocket message (the figures' ne
 arrays) has arrived, and until the last message of all (Panel's busy indicator going
 off).
 
+For the VI lab (``--lab vi``): cold start to the first VI page, a warm page load in a
+new session, the latency of an estimator change (the fit restarts: a new gradient-variance table)
+in the page's clock, and the streaming rate while **Run** is
+on (new fit lines per second over ten seconds, each a chunk of 50 optimiser steps), on
+the regression target and on the noisy cone with the ring family and DIWHVI(5, 5).
+
 Usage::
 
-    python bench/latency.py [--lab smc|paths] [--repeats 15] [--port 5099]
+    python bench/latency.py [--lab smc|paths|vi] [--repeats 15] [--port 5099]
 
 Needs Debian's ``chromium`` (or ``POSTERIORLAB_CHROMIUM``) and Playwright.
 """
@@ -130,9 +136,82 @@ def measure_paths(page, url, launched, repeats):
         )
 
 
+def fit_line(page):
+    return page.locator("p", has_text="bound (mean of the last 50)").first.inner_text()
+
+
+ESTIMATORS = ("Score function (REINFORCE)", "Score function with baseline", "Reparameterisation")
+
+
+def variance_table(page):
+    return page.locator("table", has_text="total gradient variance").first.inner_text()
+
+
+def time_estimator_change(page, label):
+    """Milliseconds in the page's clock from choosing ``label`` to the new gradient
+    variance table (the fit restarted; Gradients tab open) and to the last figure data."""
+    page.wait_for_timeout(300)
+    before = variance_table(page)
+    start = page.evaluate("() => { window.__messages = []; return performance.now(); }")
+    control(page, "Gradient estimator at z").select_option(label=label)
+    deadline = time.monotonic() + 120
+    while variance_table(page) == before:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no new variance table after choosing {label!r}")
+        page.wait_for_timeout(2)
+    line = page.evaluate("() => performance.now()")
+    page.wait_for_timeout(1000)
+    figures = [stamp for stamp, binary in page.evaluate("() => window.__messages") if binary]
+    return line - start, max(figures or [line]) - start
+
+
+def chunks_per_second(page, seconds=10.0):
+    """New fit lines (chunks) per second while Run is on."""
+    run = page.get_by_role("button", name="Run / pause")
+    run.click()
+    seen, last = 0, fit_line(page)
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        page.wait_for_timeout(20)
+        line = fit_line(page)
+        seen, last = seen + (line != last), line
+    run.click()
+    return seen / (time.perf_counter() - start)
+
+
+def report(name, values, unit="ms"):
+    ordered = sorted(values)
+    p90 = ordered[int(0.9 * (len(ordered) - 1))]
+    print(f"{name}: median {statistics.median(ordered):.0f} {unit}, p90 {p90:.0f} {unit} "
+          f"over {len(ordered)}")  # fmt: skip
+
+
+def measure_vi(page, url, launched, repeats):
+    page.add_init_script(RECORD_MESSAGES)
+    page.goto(url + "/vi?target=regression")
+    page.get_by_text("vs exact log p(x)").wait_for()
+    print(f"cold start to first interactive VI page: {time.perf_counter() - launched:.1f} s")
+    loaded = time.perf_counter()
+    page.goto(url + "/vi?target=regression&seed=1")
+    page.get_by_text("vs exact log p(x)").wait_for()
+    print(f"warm page load (new session):           {time.perf_counter() - loaded:.2f} s")
+    page.locator(".bk-tab", has_text="Gradients").click()
+    page.locator("td", has_text="(in use)").wait_for()
+    for label in ESTIMATORS:  # warm-up: each estimator once
+        time_estimator_change(page, label)
+    times = [time_estimator_change(page, ESTIMATORS[i % 3]) for i in range(repeats)]
+    report("estimator change to new variance table", [line for line, _ in times])
+    report("estimator change to last figure data", [figure for _, figure in times])
+    print(f"streaming, regression, mean field + ELBO: {chunks_per_second(page):.1f} chunks/s")
+    page.goto(url + "/vi?target=cone&family=ring&objective=diwhvi")
+    page.get_by_text("vs exact log p(x)").wait_for()
+    chunks_per_second(page, 3.0)  # compiles the cone's programs
+    print(f"streaming, cone, ring + DIWHVI(5, 5):     {chunks_per_second(page):.1f} chunks/s")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lab", choices=("smc", "paths"), default="smc")
+    parser.add_argument("--lab", choices=("smc", "paths", "vi"), default="smc")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--port", type=int, default=5099)
     args = parser.parse_args()
@@ -151,8 +230,9 @@ def main():
             browser = playwright.chromium.launch(executable_path=chromium, args=FLAGS)
             page = browser.new_page(viewport={"width": 1500, "height": 1000})
             page.set_default_timeout(300_000)
-            if args.lab == "paths":
-                measure_paths(page, url, launched, args.repeats)
+            if args.lab in ("paths", "vi"):
+                measure = measure_paths if args.lab == "paths" else measure_vi
+                measure(page, url, launched, args.repeats)
                 return
             page.goto(url + "/smc")
             page.get_by_text("exact log Z (Kalman)").wait_for()

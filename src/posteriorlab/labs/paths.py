@@ -37,6 +37,8 @@ import param
 
 from posteriorlab.core import gmm
 from posteriorlab.core.paths import fields, flow_matching, integrators, kinetic, schedules
+from posteriorlab.labs import mixture_rows
+from posteriorlab.labs.mixture_rows import ComponentRows, format_component
 
 MAX_COMPONENTS = 8
 MAX_STEPS = 1000
@@ -160,68 +162,10 @@ class PerTarget(NamedTuple):
     reference: TargetReference
 
 
-class ComponentRows(NamedTuple):
-    weights: np.ndarray  # (K,) normalised
-    means: np.ndarray  # (K, 2)
-    covariances: np.ndarray  # (K, 2, 2)
-
-
 def parse_components(text: str) -> ComponentRows:
-    """Read ``weight, mean_x, mean_y, sd_x[, sd_y[, correlation]]`` rows.
-
-    Rows are separated by new lines or semicolons. Weights are relative (they are
-    normalised to sum to one); ``sd_y`` defaults to ``sd_x`` and the correlation to 0.
-    Raises ``ValueError`` with a message naming the row and the fix.
-    """
-    rows = [row.strip() for row in text.replace(";", "\n").splitlines() if row.strip()]
-    if not rows:
-        raise ValueError("The target mixture has no components: add at least one row.")
-    if len(rows) > MAX_COMPONENTS:
-        raise ValueError(
-            f"The target has {len(rows)} components; this lab allows up to {MAX_COMPONENTS}."
-        )
-    weights, means, covariances = [], [], []
-    for number, row in enumerate(rows, start=1):
-        try:
-            values = [float(value) for value in row.replace(",", " ").split()]
-        except ValueError:
-            raise ValueError(
-                f"Component {number} ({row!r}) is not a list of numbers; write "
-                "'weight, mean_x, mean_y, sd' (optionally sd_y and a correlation)."
-            ) from None
-        if not 4 <= len(values) <= 6:
-            raise ValueError(
-                f"Component {number} has {len(values)} numbers; write 4 to 6: "
-                "weight, mean_x, mean_y, sd_x, [sd_y], [correlation]."
-            )
-        weight, mean_x, mean_y, sd_x = values[:4]
-        sd_y = values[4] if len(values) > 4 else sd_x
-        correlation = values[5] if len(values) > 5 else 0.0
-        if not all(math.isfinite(v) for v in values):
-            raise ValueError(f"Component {number} contains {row!r}: every number must be finite.")
-        if weight <= 0:
-            raise ValueError(f"Component {number} has weight {weight}: weights must be positive.")
-        if sd_x <= 0 or sd_y <= 0:
-            raise ValueError(
-                f"Component {number} has standard deviations ({sd_x}, {sd_y}); both must be "
-                "positive."
-            )
-        if sd_x > 50 or sd_y > 50 or abs(mean_x) > 50 or abs(mean_y) > 50:
-            raise ValueError(
-                f"Component {number} lies outside the lab's window: keep means within ±50 "
-                "and standard deviations at most 50."
-            )
-        if not -0.99 <= correlation <= 0.99:
-            raise ValueError(
-                f"Component {number} has correlation {correlation}; it must be within ±0.99 "
-                "so that the covariance is positive definite."
-            )
-        off_diagonal = correlation * sd_x * sd_y
-        weights.append(weight)
-        means.append([mean_x, mean_y])
-        covariances.append([[sd_x**2, off_diagonal], [off_diagonal, sd_y**2]])
-    weights = np.asarray(weights)
-    return ComponentRows(weights / weights.sum(), np.asarray(means), np.asarray(covariances))
+    """The target's rows (see :func:`~posteriorlab.labs.mixture_rows.parse_components`);
+    relative weights, normalised, at most :data:`MAX_COMPONENTS`."""
+    return mixture_rows.parse_components(text, max_components=MAX_COMPONENTS)
 
 
 def padded_size(count: int) -> int:
@@ -251,11 +195,6 @@ def padded_mixture(rows: ComponentRows) -> gmm.GaussianMixture:
         jnp.asarray(means, dtype),
         jnp.linalg.cholesky(jnp.asarray(covariances, dtype)),
     )
-
-
-def format_component(weight, mean_x, mean_y, sd) -> str:
-    """One row of the components text (what a click on the plot appends)."""
-    return f"{weight:.3g}, {mean_x:.3f}, {mean_y:.3f}, {sd:.3g}"
 
 
 # --------------------------------------------------------------------------------------

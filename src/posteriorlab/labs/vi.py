@@ -43,7 +43,7 @@ CHUNK_STEPS = 50
 MAX_STEPS = 20_000
 MAX_PARTICLES = 1000
 GRID_SIZE = 90
-CONE_GRID_SIZE = 200  # the cone's ring is ~0.03 wide: a finer grid resolves it
+CONE_GRID_SIZE = 160  # the cone's ring is ~0.03 wide: a finer grid resolves it
 VARIANCE_SAMPLES = 256
 REGRESSION_POINTS = 12
 

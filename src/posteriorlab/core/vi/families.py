@@ -349,7 +349,22 @@ class RingGaussian(NamedTuple):
         """:math:`\\log q(z) = \\log\\int_0^1 q(z\\mid u)\\,du` by the trapezoid rule on
         :data:`RING_QUADRATURE_POINTS` angles (periodic integrand: the error falls like
         :math:`\\exp(-2\\pi^2 (J\\sigma / 2\\pi\\rho)^2)`, negligible once the node
-        spacing :math:`2\\pi\\rho/J` is below :math:`\\sigma`)."""
-        u = jnp.arange(RING_QUADRATURE_POINTS) / RING_QUADRATURE_POINTS
-        log_q = self.conditional(u).log_prob(z[..., None, :])
-        return logsumexp(log_q, axis=-1) - jnp.log(RING_QUADRATURE_POINTS)
+        spacing :math:`2\\pi\\rho/J` is below :math:`\\sigma`).
+
+        Expanding the square, :math:`\\log q(z \\mid \\theta_j) = a(z) + b(z)^\\top
+        e(\\theta_j) + c_j` with :math:`w = (z - c)/\\sigma^2` (elementwise),
+        :math:`a = -\\tfrac12\\sum_i (z_i - c_i)^2/\\sigma_i^2 - \\log 2\\pi\\sigma_1\\sigma_2`,
+        :math:`b = \\rho w` and :math:`c_j = -\\tfrac12\\rho^2\\sum_i e_i(\\theta_j)^2/
+        \\sigma_i^2`: one matrix product over all points and angles (a 200 × 200 grid
+        takes milliseconds)."""
+        angles = 2 * jnp.pi * jnp.arange(RING_QUADRATURE_POINTS) / RING_QUADRATURE_POINTS
+        directions = jnp.stack([jnp.cos(angles), jnp.sin(angles)])  # (2, J)
+        radius, precision = jnp.exp(self.log_radius), jnp.exp(-2 * self.log_scale)
+        offset = z - self.centre
+        constant = -0.5 * jnp.sum(offset**2 * precision, axis=-1) - (
+            jnp.log(2 * jnp.pi) + jnp.sum(self.log_scale)
+        )
+        per_angle = radius * (offset * precision) @ directions - 0.5 * radius**2 * (
+            precision @ directions**2
+        )
+        return constant + logsumexp(per_angle, axis=-1) - jnp.log(RING_QUADRATURE_POINTS)
