@@ -55,3 +55,27 @@ def test_run_starts_and_pause_stops_the_periodic_callback(dashboard):
 
 def test_page_renders():
     app.vi_page().server_doc(Document())
+
+
+def test_axes_follow_a_new_target_and_the_bound_scale():
+    """Every layer of an overlay rescales per frame (plots.style.framewise): switching
+    from the banana to the cone moves the density plot's window and the bound axis."""
+    from bokeh.models import Plot
+
+    lab = VILab()
+    root = VIDashboard(lab=lab).main.get_root(Document())
+
+    def ranges(title):
+        (plot,) = [p for p in root.select({"type": Plot}) if p.title.text.startswith(title)]
+        return plot.x_range.start, plot.x_range.end, plot.y_range.start, plot.y_range.end
+
+    assert ranges("q (blue")[3] > 10  # the banana reaches up to 3 + 8b = 11
+    lab.target = "cone"
+    for _ in range(3):
+        lab.advance()
+    x_start, x_end, y_start, y_end = ranges("q (blue")
+    half = 5**0.5 + 1.0
+    assert x_start == pytest.approx(-half, abs=0.1)
+    assert y_end == pytest.approx(half, abs=0.1)
+    low, high = ranges("The bound")[2:]
+    assert low < -5.3232 < high  # not the banana's range around log p = 0

@@ -13,6 +13,7 @@ from posteriorlab.labs.paths import SCHEDULE_NAMES, PathsLab
 from posteriorlab.labs.steering import SteeringLab
 from posteriorlab.plots import paths as figures
 from posteriorlab.plots import steering as steering_figures
+from posteriorlab.plots.style import framewise
 
 CONTROL_GROUPS = {
     "Target and source": ["preset", "components", "source_scale"],
@@ -175,7 +176,7 @@ class PathsDashboard(pn.viewable.Viewer):
 
             def draw(value, *extra):  # None only on the way out, as the note takes over
                 if value is not None:
-                    drawn[:] = [function(value, *extra)]
+                    drawn[:] = [framewise(function(value, *extra))]
                 return drawn[0]
 
             dynamic = hv.DynamicMap(pn.bind(draw, owner.param[source], *also))

@@ -13,6 +13,7 @@ import param
 from posteriorlab.dashboards.common import control_cards, error_alert
 from posteriorlab.labs.smc import SMCLab, summarize_replicates, uses_parameter
 from posteriorlab.plots import smc as figures
+from posteriorlab.plots.style import framewise
 
 CONTROL_GROUPS = {
     "Model and data": [
@@ -119,7 +120,7 @@ class SMCDashboard(pn.viewable.Viewer):
         """A DynamicMap redrawn from the lab's ``source`` result by ``function``."""
 
         def draw(value):
-            return function(value, *args)
+            return framewise(function(value, *args))
 
         return pn.pane.HoloViews(
             hv.DynamicMap(pn.bind(draw, self.lab.param[source])),

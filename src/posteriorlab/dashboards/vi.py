@@ -15,6 +15,7 @@ import param
 from posteriorlab.dashboards.common import control_cards, error_alert
 from posteriorlab.labs.vi import CHUNK_STEPS, VILab
 from posteriorlab.plots import vi as figures
+from posteriorlab.plots.style import framewise
 
 CONTROL_GROUPS = {
     "Target": ["target", "curvature", "separation", "noise_scale", "cone_observation"],
@@ -139,7 +140,8 @@ class VIDashboard(pn.viewable.Viewer):
 
     # ----------------------------------------------------------------- main area
     def _figure(self, function):
-        dynamic = hv.DynamicMap(pn.bind(function, self.lab.param.result))
+        dynamic = hv.DynamicMap(pn.bind(lambda result: framewise(function(result)),
+                                        self.lab.param.result))  # fmt: skip
         return pn.pane.HoloViews(dynamic, sizing_mode="stretch_width", min_height=380)
 
     def _build_main(self):

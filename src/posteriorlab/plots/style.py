@@ -4,6 +4,7 @@ The figures use Bokeh plot options, so importing this module registers HoloViews
 backend (without loading any notebook or page resources).
 """
 
+import holoviews as hv
 import holoviews.plotting.bokeh  # noqa: F401
 
 COLORS = {
@@ -18,6 +19,16 @@ COLORS = {
 # of its first frame, and later points fall outside them).
 FIGURE = dict(responsive=True, min_height=280, show_grid=True, toolbar="above", framewise=True)
 OVERLAY = dict(FIGURE, legend_position="right")
+
+
+def framewise(figure):
+    """``figure`` with every element rescaled to its own data in each frame.
+
+    In a DynamicMap, an Overlay's ``framewise`` option does not reach its layers: each
+    element must carry it, or the axes keep the first frame's ranges (a new target far
+    from the old one would be drawn off-screen). Dashboards pass every frame through here.
+    """
+    return figure.map(lambda element: element.opts(framewise=True), hv.Element)
 
 
 def horizontal_log_bars(values) -> dict:
