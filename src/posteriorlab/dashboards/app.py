@@ -13,10 +13,12 @@ import panel as pn
 
 from posteriorlab.dashboards import paths as paths_dashboard
 from posteriorlab.dashboards import smc as smc_dashboard
+from posteriorlab.dashboards import transformer as transformer_dashboard
 from posteriorlab.dashboards import vi as vi_dashboard
 from posteriorlab.labs.paths import INTEGRATOR_LABELS, PathsLab
 from posteriorlab.labs.smc import RESAMPLING_LABELS, SMCLab
 from posteriorlab.labs.steering import SteeringLab
+from posteriorlab.labs.transformer import TransformerLab
 from posteriorlab.labs.vi import VILab
 
 ASSETS = pathlib.Path(__file__).parent / "assets"
@@ -51,6 +53,16 @@ LABS = {
             "the exact posterior and log p(x) are drawn beside the fit."
         ),
         "thumbnail": "vi.png",
+    },
+    "transformer": {
+        "title": "Distribution transformer",
+        "summary": (
+            "Edit a Gaussian-mixture prior and click to add data: a trained transformer "
+            "maps prior to posterior in about a millisecond. Compare it with the exact "
+            "posterior, importance sampling and full-rank VI, their times and scores, and "
+            "see where each prior component goes."
+        ),
+        "thumbnail": "transformer.png",
     },
 }
 
@@ -169,7 +181,22 @@ def vi_page():
     return _lab_page("vi", vi_dashboard.VIDashboard(lab=lab), url_state)
 
 
-PAGES = {"/": landing_page, "/smc": smc_page, "/paths": paths_page, "/vi": vi_page}
+def transformer_page():
+    """The distribution-transformer lab (e.g. ``/transformer?sigma=0.3&seed=2``)."""
+    _configure()
+    lab = TransformerLab()
+    url_state = [(lab, transformer_dashboard.URL_PARAMETERS)]
+    dashboard = transformer_dashboard.TransformerDashboard(lab=lab)
+    return _lab_page("transformer", dashboard, url_state)
+
+
+PAGES = {
+    "/": landing_page,
+    "/smc": smc_page,
+    "/paths": paths_page,
+    "/vi": vi_page,
+    "/transformer": transformer_page,
+}
 
 
 def warm_up() -> None:
@@ -181,6 +208,7 @@ def warm_up() -> None:
         PathsLab(integrator=integrator)
     SteeringLab()
     VILab().advance()
+    TransformerLab()
 
 
 def serve(
@@ -209,6 +237,7 @@ def serve(
             "smc": "posteriorlab · SMC",
             "paths": "posteriorlab · paths",
             "vi": "posteriorlab · VI",
+            "transformer": "posteriorlab · transformer",
         },
         static_dirs={"assets": str(ASSETS)},
         threaded=False,
