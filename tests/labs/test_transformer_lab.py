@@ -79,7 +79,7 @@ def test_no_change_recompiles(lab):
     assert lab.error == ""
     assert [function._cache_size() for function in compiled] == sizes
     lab.param.update(likelihood="identity", components=transformer.DEFAULT_PRIOR,
-                     observations=transformer.DEFAULT_OBSERVATIONS, noise_sd=0.5)  # fmt: skip
+                     observations=transformer.DEFAULT_OBSERVATIONS, noise_sd=1.0)  # fmt: skip
 
 
 def test_simulated_truth_is_scored_by_every_density(lab):
@@ -126,5 +126,5 @@ def test_bad_input_is_explained_and_the_last_result_stays(change, message):
     assert message in lab.error
     assert lab.result is before
     lab.param.update(components=transformer.DEFAULT_PRIOR,
-                     observations=transformer.DEFAULT_OBSERVATIONS, noise_sd=0.5)  # fmt: skip
+                     observations=transformer.DEFAULT_OBSERVATIONS, noise_sd=1.0)  # fmt: skip
     assert lab.error == ""

@@ -60,7 +60,7 @@ LIKELIHOOD_LABELS = {
     "See one direction: y = a·x + noise": "projection",
 }
 DEFAULT_PRIOR = "0.5, -2, 0, 0.8\n0.3, 2, 1, 0.6, 1.0, 0.5\n0.2, 0, -2.5, 0.7"
-DEFAULT_OBSERVATIONS = "1.2, 0.6\n1.8, 1.4"
+DEFAULT_OBSERVATIONS = "0.3, -0.6"  # between all three components: each keeps weight
 
 
 class Answer(NamedTuple):
@@ -193,7 +193,7 @@ class TransformerLab(param.Parameterized):
         doc="a = (cos φ, sin φ): only a·x is observed.",
     )  # fmt: skip
     noise_sd = param.Number(
-        0.5, softbounds=(0.2, 2.0), step=0.05, label="Noise σ",
+        1.0, softbounds=(0.2, 2.0), step=0.05, label="Noise σ",
         doc="Observation noise; the network was trained on 0.2 to 2.",
     )  # fmt: skip
     num_particles = param.Selector(
