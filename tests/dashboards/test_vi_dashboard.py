@@ -79,3 +79,19 @@ def test_axes_follow_a_new_target_and_the_bound_scale():
     assert y_end == pytest.approx(half, abs=0.1)
     low, high = ranges("The bound")[2:]
     assert low < -5.3232 < high  # not the banana's range around log p = 0
+
+
+def test_bad_address_values_are_explained_and_the_good_ones_kept():
+    from panel.util import parse_query
+
+    from posteriorlab.dashboards import vi
+
+    lab = VILab(compute=False)
+    query = parse_query("?lr=abc&target=cone&K=2.5&family=nonsense&seed=4")
+    problems = app.apply_url_values(query, [(lab, vi.URL_PARAMETERS)])
+    assert (lab.target, lab.seed) == ("cone", 4)  # the valid values, applied together
+    assert len(problems) == 3
+    assert any("lr='abc'" in problem and "the lab kept 0.02" in problem for problem in problems)
+    assert any("K=2.5" in problem for problem in problems)
+    assert any("family='nonsense'" in problem and "valid options" in problem
+               for problem in problems)  # fmt: skip

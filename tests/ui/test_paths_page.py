@@ -36,6 +36,14 @@ def test_bad_step_count_is_explained_and_nothing_is_lost(server, page, artifacts
     page.screenshot(path=artifacts / "paths-bad-input.png", full_page=True)
 
 
+def test_malformed_address_values_are_explained_and_the_rest_applied(server, page):
+    page.goto(server + "/paths?steps=abc&schedule=cosine&trajectories=7", timeout=PAGE_TIMEOUT_MS)
+    page.get_by_text("energy distance to exact draws").wait_for(timeout=PAGE_TIMEOUT_MS)
+    page.get_by_text("The address sets steps='abc'").wait_for(timeout=30_000)
+    page.get_by_text("The address sets trajectories=7").wait_for(timeout=30_000)
+    assert summary_line(page).startswith("Cosine")  # the valid value was applied
+
+
 def steering_table(page):
     return page.locator("table", has_text="Rollover Budget Forcing").first.inner_text()
 

@@ -129,18 +129,54 @@ def landing_page():
     )
 
 
+def apply_url_values(query: dict, url_state) -> list[str]:
+    """Set the parameters the address names, keeping every value that is valid.
+
+    Panel's location sync applies all of a page's URL values in one update, so one bad
+    value (``steps=abc``) would silently drop them all. Here each value is read and
+    checked on its own; the valid ones are applied together (one recomputation) and a
+    message is returned for each of the others.
+    """
+    problems = []
+    for parameterized, names in url_state:
+        valid = {}
+        for name, key in names.items():
+            if key not in query:
+                continue
+            parameter = parameterized.param[name]
+            try:
+                value = parameter.deserialize(query[key])
+                parameter._validate(value)
+            except Exception as error:  # param raises ValueError or TypeError, or others
+                problems.append(
+                    f"The address sets {key}={query[key]!r}, which “{parameter.label}” "
+                    f"cannot take ({error}); the lab kept {getattr(parameterized, name)!r}."
+                )
+            else:
+                valid[name] = value
+        parameterized.param.update(**valid)
+    return problems
+
+
 def _lab_page(name: str, dashboard, url_state):
     """A lab page: the labs' state mirrored in the URL, controls in the sidebar.
 
     ``url_state`` lists ``(parameterized, {parameter: URL name})`` pairs.
     """
+    problems = []
     if pn.state.location is not None:
+        problems = apply_url_values(pn.state.location.query_params, url_state)
         for parameterized, names in url_state:
-            pn.state.location.sync(parameterized, names)
+            # The values refused above fail again here; they were explained already.
+            pn.state.location.sync(parameterized, names, on_error=lambda _: None)
+    alert = pn.pane.Alert(
+        "**Address problem:** " + " ".join(problems), alert_type="warning",
+        visible=bool(problems), sizing_mode="stretch_width",
+    )  # fmt: skip
     return TEMPLATE(
         title=f"posteriorlab · {LABS[name]['title']}",
         sidebar=[dashboard.controls],
-        main=[dashboard.main],
+        main=[alert, dashboard.main],
         **TEMPLATE_STYLE,
         header=[_navigation(name)],
         sidebar_width=340,
