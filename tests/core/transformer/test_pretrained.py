@@ -1,0 +1,101 @@
+"""The packaged network: small, documented, and as accurate as its record says.
+
+Statistical checks use held-out problems drawn with seeds the trainer and the recorded
+evaluation never used, and a tolerance of z standard errors with z = 3.09 (a one-sided
+false-failure rate of 1e-3 per check).
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from posteriorlab.core import gmm
+from posteriorlab.core.transformer import (
+    checkpoints,
+    evaluation,
+    exact,
+    inference,
+    load_pretrained,
+    pretrained_metadata,
+    simulate,
+)
+from posteriorlab.core.transformer.model import apply
+
+Z = 3.09
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_pretrained()
+
+
+@pytest.fixture(scope="module")
+def record():
+    return pretrained_metadata()
+
+
+def mean_and_error(values):
+    values = np.asarray(values)
+    return values.mean(), values.std(ddof=1) / math.sqrt(values.size)
+
+
+def test_packaged_files(record):
+    weights = checkpoints.WEIGHTS_DIR / "linear_gaussian.eqx"
+    assert weights.stat().st_size < 2_000_000
+    for field in ("model_config", "training_config", "seed", "commands", "steps", "held_out"):
+        assert field in record
+    assert record["commands"][0].startswith("posteriorlab train-transformer")
+    assert not any(checkpoints.WEIGHTS_DIR.glob("*.state.eqx"))
+
+
+def test_held_out_accuracy_matches_the_record(model, record):
+    stated = record["held_out"]
+    meta = simulate.MetaPrior(**record["training_config"]["meta_prior"])
+    assert stated["eval_seed"] != 12_345
+    result = evaluation.evaluate(jax.random.key(12_345), model, meta, num_problems=2048)
+    tolerance = Z * math.hypot(result.standard_error, stated["standard_error"])
+    assert result.mean_log_density_gap <= stated["mean_log_density_gap"] + tolerance
+    assert result.mean_log_density_gap > -tolerance  # a KL: not below zero beyond noise
+
+
+def test_no_data_gives_back_the_prior(model, record):
+    config = model.config
+    problems = simulate.sample_problems(jax.random.key(777), simulate.MetaPrior(), 1024,
+                                        config.max_components, config.max_observations)
+    no_data = jnp.zeros_like(problems.observation_mask)
+    q = apply(model, problems.prior, problems.component_mask, problems.rows, problems.values,
+              problems.noise_sd, no_data)
+    log_prior = jax.vmap(exact.log_density)(problems.prior, problems.truth, problems.is_1d)
+    log_q = jax.vmap(exact.log_density)(q, problems.truth, problems.is_1d)
+    gap, error = mean_and_error(log_prior - log_q)
+    # Problems without data are part of the held-out distribution; the network must do at
+    # least as well there as it does on average.
+    assert gap <= record["held_out"]["mean_log_density_gap"] + Z * error
+
+
+def test_sequential_filter_tracks_the_exact_one(model):
+    config = model.config
+    problems = simulate.sample_problems(jax.random.key(4242), simulate.MetaPrior(
+        probability_1d=0.0), 32, config.max_components, 12)
+    gaps_network, gaps_prior = [], []
+    for b in range(32):
+        problem = jax.tree.map(lambda a, b=b: a[b], problems)
+        count = int(problem.component_mask.sum())
+        prior = gmm.GaussianMixture(problem.prior.log_weights[:count],
+                                    problem.prior.means[:count], problem.prior.chol_covs[:count])
+        batches = (problem.rows.reshape(4, 3, 2), problem.values.reshape(4, 3),
+                   problem.noise_sd.reshape(4, 3), jnp.ones((4, 3), bool))
+        steps = inference.sequential_posteriors(model, prior, *batches)
+        truth = exact.sequential_posteriors(prior, *batches)
+        final = jax.tree.map(lambda a: a[-1], steps)
+        exact_final = jax.tree.map(lambda a: a[-1], truth)
+        log_exact = gmm.log_prob(exact_final, problem.truth)
+        gaps_network.append(float(log_exact - gmm.log_prob(final, problem.truth)))
+        gaps_prior.append(float(log_exact - gmm.log_prob(prior, problem.truth)))
+    difference, error = mean_and_error(np.array(gaps_prior) - np.array(gaps_network))
+    # After 12 observations in 4 batches, the filtered network is far closer to the exact
+    # posterior than the prior is.
+    assert difference > Z * error
