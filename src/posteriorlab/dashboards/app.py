@@ -47,10 +47,11 @@ LABS = {
     "vi": {
         "title": "Variational inference",
         "summary": (
-            "Fit a Gaussian or a mixture to a banana, a funnel, two modes or a regression "
-            "posterior by maximising the ELBO, IWAE or the Rényi bound, written as programs. "
-            "Choose the gradient estimator at each sample site and compare their variance; "
-            "the exact posterior and log p(x) are drawn beside the fit."
+            "Fit a Gaussian, a mixture, a hierarchical or a ring family to a banana, a "
+            "funnel, two modes, a regression posterior or the noisy cone by maximising the "
+            "ELBO, IWAE, the Rényi bound or HVI / IWHVI / DIWHVI, written as programs. Choose "
+            "the gradient estimator at each sample site and compare their variance; the exact "
+            "posterior and log p(x) are drawn beside the fit."
         ),
         "thumbnail": "vi.png",
     },
