@@ -48,3 +48,17 @@ def test_switching_the_estimator_changes_the_variance_panel(server, page, artifa
 def test_bad_learning_rate_is_explained(server, page):
     page.goto(server + "/vi?lr=0", timeout=PAGE_TIMEOUT_MS)
     page.get_by_text("Learning rate = 0").first.wait_for(timeout=PAGE_TIMEOUT_MS)
+
+
+def test_result_downloads_as_csv(server, page, tmp_path):
+    page.goto(server + "/vi?target=regression", timeout=PAGE_TIMEOUT_MS)
+    page.get_by_text("vs exact log p(x)").wait_for(timeout=PAGE_TIMEOUT_MS)
+    page.get_by_role("button", name="Step (50 steps)").click()
+    page.get_by_text("50 steps ·").wait_for(timeout=60_000)
+    with page.expect_download(timeout=60_000) as download:
+        page.get_by_text("Download the result (CSV)").click()
+    saved = tmp_path / "result.csv"
+    download.value.save_as(saved)
+    lines = saved.read_text().splitlines()
+    assert lines[0] == "step,bound,log_evidence,kl"
+    assert len(lines) == 1 + 50

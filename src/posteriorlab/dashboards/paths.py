@@ -9,6 +9,7 @@ import panel as pn
 import param
 
 from posteriorlab.dashboards.common import control_cards, error_alert
+from posteriorlab.dashboards.export import export_card
 from posteriorlab.labs.paths import SCHEDULE_NAMES, PathsLab
 from posteriorlab.labs.steering import SteeringLab
 from posteriorlab.plots import paths as figures
@@ -144,7 +145,9 @@ class PathsDashboard(pn.viewable.Viewer):
     def _build_controls(self):
         self.lab.param.watch(self._hide_unused, ["schedule", "integrator"])
         self._hide_unused()
-        return control_cards(self.lab, CONTROL_GROUPS, WIDGETS)
+        cards = control_cards(self.lab, CONTROL_GROUPS, WIDGETS)
+        cards.append(export_card(self.lab, "posteriorlab-paths.csv", result_table))
+        return cards
 
     def _hide_unused(self, *_):
         """Show only the parameters of the chosen schedule, and ε only for the SDE."""
@@ -377,3 +380,12 @@ def steering_summary(result) -> str:
         f"; its weighted mean ({result.smc_mean[0]:.3f}, {result.smc_mean[1]:.3f}) vs exact "
         f"({result.exact_mean[0]:.3f}, {result.exact_mean[1]:.3f}) · {1000 * result.seconds:.0f} ms"
     )
+
+
+def result_table(result) -> dict:
+    """Every trajectory's start (noise) and end (sample); the page's summary line has
+    the aggregate scores."""
+    return {
+        "start_x1": result.starts[:, 0], "start_x2": result.starts[:, 1],
+        "end_x1": result.endpoints[:, 0], "end_x2": result.endpoints[:, 1],
+    }  # fmt: skip

@@ -7,10 +7,12 @@ its own: a new session makes a new lab and a new dashboard.
 """
 
 import holoviews as hv
+import numpy as np
 import panel as pn
 import param
 
 from posteriorlab.dashboards.common import control_cards, error_alert
+from posteriorlab.dashboards.export import export_card
 from posteriorlab.labs.smc import SMCLab, summarize_replicates, uses_parameter
 from posteriorlab.plots import smc as figures
 from posteriorlab.plots.style import framewise
@@ -104,7 +106,9 @@ class SMCDashboard(pn.viewable.Viewer):
     def _build_controls(self):
         self.lab.param.watch(self._hide_unused, "model")
         self._hide_unused()
-        return control_cards(self.lab, CONTROL_GROUPS, WIDGETS, collapsed=("Entropic annealing",))
+        cards = control_cards(self.lab, CONTROL_GROUPS, WIDGETS, collapsed=("Entropic annealing",))
+        cards.append(export_card(self.lab, "posteriorlab-smc.csv", result_table))
+        return cards
 
     def _hide_unused(self, *_):
         """Hide the sliders the chosen model does not read (e.g. ρ for the growth model)."""
@@ -237,3 +241,26 @@ def replicates_summary(replicates) -> str:
         f"log-normal approximation predicts −Var/2 = {s.jensen_prediction:+.3f}. "
         f"({1000 * replicates.seconds:.0f} ms for all R filters in one vmapped call.)"
     )
+
+
+def result_table(result) -> dict:
+    """Per time step: data, the filter's and smoother's moments (and the exact ones where
+    known), the ESS, resampling and the running log-evidence."""
+    columns = {"t": np.arange(result.ess.size)}
+    for name, values in [
+        ("state", result.states), ("observation", result.observations),
+        ("filtering_mean", result.filtering_mean),
+        ("filtering_sd", np.sqrt(result.filtering_var)),
+        ("smoothing_mean", result.smoothing_mean),
+        ("smoothing_sd", np.sqrt(result.smoothing_var)),
+        ("exact_filtering_mean", result.exact_filtering_mean),
+        ("exact_smoothing_mean", result.exact_smoothing_mean),
+    ]:  # fmt: skip
+        if values is not None:
+            for i in range(values.shape[1]):
+                columns[f"{name}_{i + 1}"] = values[:, i]
+    columns |= {"ess": result.ess, "resampled": result.resampled.astype(int),
+                "log_evidence": result.log_evidence}  # fmt: skip
+    if result.exact_log_evidence is not None:
+        columns["exact_log_evidence"] = result.exact_log_evidence
+    return columns

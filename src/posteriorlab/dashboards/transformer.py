@@ -9,10 +9,12 @@ table of their cost and scores and a table mapping prior components to posterior
 import math
 
 import holoviews as hv
+import numpy as np
 import panel as pn
 import param
 
 from posteriorlab.dashboards.common import control_cards, error_alert
+from posteriorlab.dashboards.export import export_card
 from posteriorlab.labs.transformer import TransformerLab
 from posteriorlab.plots import transformer as figures
 from posteriorlab.plots.style import framewise
@@ -61,6 +63,7 @@ class TransformerDashboard(pn.viewable.Viewer):
             params["lab"] = TransformerLab()
         super().__init__(**params)
         self._controls = control_cards(self.lab, CONTROL_GROUPS, WIDGETS)
+        self._controls.append(export_card(self.lab, "posteriorlab-transformer.csv", result_table))
         self._main = self._build_main()
         self.lab.param.watch(self._show_direction, ["likelihood"])
         self._show_direction()
@@ -170,3 +173,18 @@ def components_table(result) -> str:
         "**Each prior component and its posterior component** (weight at mean)\n\n"
         "| k | prior | transformer | exact |\n|---|---|---|---|\n" + rows
     )
+
+
+def result_table(result) -> dict:
+    """One row per method: its time, KL(exact ‖ q) with its standard error, its mean and
+    the log-density it gives the simulated truth (empty where undefined)."""
+    answers = result.answers
+    return {
+        "method": np.array([answer.name for answer in answers]),
+        "milliseconds": np.array([answer.milliseconds for answer in answers]),
+        "kl_exact_q": np.array([answer.forward_kl for answer in answers]),
+        "kl_standard_error": np.array([answer.forward_kl_se for answer in answers]),
+        "mean_x1": np.array([answer.mean[0] for answer in answers]),
+        "mean_x2": np.array([answer.mean[1] for answer in answers]),
+        "log_q_truth": np.array([answer.truth_log_density for answer in answers]),
+    }

@@ -9,10 +9,12 @@ responsive and the figures stream.
 import math
 
 import holoviews as hv
+import numpy as np
 import panel as pn
 import param
 
 from posteriorlab.dashboards.common import control_cards, error_alert
+from posteriorlab.dashboards.export import export_card
 from posteriorlab.labs.vi import CHUNK_STEPS, VILab
 from posteriorlab.plots import vi as figures
 from posteriorlab.plots.style import framewise
@@ -118,7 +120,9 @@ class VIDashboard(pn.viewable.Viewer):
     def _build_controls(self):
         self.lab.param.watch(self._hide_unused, ["target", "objective", "family"])
         self._hide_unused()
-        return control_cards(self.lab, CONTROL_GROUPS, WIDGETS)
+        cards = control_cards(self.lab, CONTROL_GROUPS, WIDGETS)
+        cards.append(export_card(self.lab, "posteriorlab-vi.csv", result_table))
+        return cards
 
     def _hide_unused(self, *_):
         """Show only the settings the chosen target, objective and family use."""
@@ -219,3 +223,15 @@ def variance_summary(result) -> str:
         )
     )
     return "| estimator | total gradient variance | mean SNR |\n|---|---|---|\n" + rows
+
+
+def result_table(result) -> dict:
+    """Per optimiser step: the bound, the exact log p(x), and KL(q ‖ p) on the grid at
+    the steps where it was measured (after each chunk; empty elsewhere)."""
+    kl = np.full(result.steps.size, np.nan)
+    measured = result.kl_steps >= 1
+    kl[result.kl_steps[measured] - 1] = result.kl[measured]
+    return {
+        "step": result.steps, "bound": result.bounds,
+        "log_evidence": np.full(result.steps.size, result.exact_log_evidence), "kl": kl,
+    }  # fmt: skip
