@@ -53,6 +53,7 @@ def test_packaged_files(record):
 
 def test_held_out_accuracy_matches_the_record(model, record):
     stated = record["held_out"]
+    assert stated["mean_log_density_gap"] <= 0.1  # the accuracy the lab promises, in nats
     meta = simulate.MetaPrior(**record["training_config"]["meta_prior"])
     assert stated["eval_seed"] != 12_345
     result = evaluation.evaluate(jax.random.key(12_345), model, meta, num_problems=2048)
