@@ -33,18 +33,3 @@ def test_one_students_prior_never_reaches_another(server, page, second_page):
     assert components(second_page) == untouched
     assert "prior=" not in second_page.url
 
-
-def test_one_students_fit_never_moves_another(server, page, second_page):
-    def fit_line(each):
-        return each.locator("p", has_text="bound (mean of the last 50)").first.inner_text()
-
-    page.goto(server + "/vi?target=regression&seed=7", timeout=PAGE_TIMEOUT_MS)
-    second_page.goto(server + "/vi?target=regression", timeout=PAGE_TIMEOUT_MS)
-    for each in (page, second_page):
-        each.get_by_text("vs exact log p(x)").wait_for(timeout=PAGE_TIMEOUT_MS)
-    before = fit_line(second_page)
-    page.get_by_role("button", name="Step (50 steps)").click()
-    wait_for_change(page, fit_line, fit_line(page), timeout=60)
-    second_page.wait_for_timeout(2000)
-    assert fit_line(second_page) == before
-    assert fit_line(second_page).startswith("0 steps")
