@@ -1,6 +1,9 @@
 """Pieces every lab page shares."""
 
+import holoviews as hv
 import panel as pn
+
+from posteriorlab.plots.style import framewise
 
 
 def error_alert(lab, name: str = "error") -> pn.pane.Alert:
@@ -16,6 +19,14 @@ def error_alert(lab, name: str = "error") -> pn.pane.Alert:
         sizing_mode="stretch_width",
         name=name,
     )
+
+
+def live_figure(source, function, *args, min_height: int = 380) -> pn.pane.HoloViews:
+    """A figure redrawn by ``function(value, *args)`` whenever the parameter ``source``
+    (e.g. ``lab.param.result``) changes; every layer rescales to each new frame. The
+    pane's ``object`` is the DynamicMap (a stream such as a tap attaches to it)."""
+    dynamic = hv.DynamicMap(pn.bind(lambda value: framewise(function(value, *args)), source))
+    return pn.pane.HoloViews(dynamic, sizing_mode="stretch_width", min_height=min_height)
 
 
 def control_cards(lab, groups, widgets, collapsed=()) -> pn.Column:

@@ -6,16 +6,14 @@ data of the existing plots instead of rebuilding them. The dashboard holds no st
 its own: a new session makes a new lab and a new dashboard.
 """
 
-import holoviews as hv
 import numpy as np
 import panel as pn
 import param
 
-from posteriorlab.dashboards.common import control_cards, error_alert
+from posteriorlab.dashboards.common import control_cards, error_alert, live_figure
 from posteriorlab.dashboards.export import export_card
 from posteriorlab.labs.smc import SMCLab, summarize_replicates, uses_parameter
 from posteriorlab.plots import smc as figures
-from posteriorlab.plots.style import framewise
 
 CONTROL_GROUPS = {
     "Model and data": [
@@ -123,14 +121,7 @@ class SMCDashboard(pn.viewable.Viewer):
     def _plot(self, function, *args, source="result"):
         """A DynamicMap redrawn from the lab's ``source`` result by ``function``."""
 
-        def draw(value):
-            return framewise(function(value, *args))
-
-        return pn.pane.HoloViews(
-            hv.DynamicMap(pn.bind(draw, self.lab.param[source])),
-            sizing_mode="stretch_width",
-            min_height=300,
-        )
+        return live_figure(self.lab.param[source], function, *args, min_height=300)
 
     def _replicate_plot(self, function):
         """A figure of the replicates, or a note while they are still running."""

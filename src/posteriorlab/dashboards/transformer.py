@@ -13,11 +13,10 @@ import numpy as np
 import panel as pn
 import param
 
-from posteriorlab.dashboards.common import control_cards, error_alert
+from posteriorlab.dashboards.common import control_cards, error_alert, live_figure
 from posteriorlab.dashboards.export import export_card
 from posteriorlab.labs.transformer import TransformerLab
 from posteriorlab.plots import transformer as figures
-from posteriorlab.plots.style import framewise
 
 CONTROL_GROUPS = {
     "Prior": ["components"],
@@ -77,13 +76,11 @@ class TransformerDashboard(pn.viewable.Viewer):
         return self._controls
 
     def _figure(self, function, *args, clickable=False):
-        dynamic = hv.DynamicMap(
-            pn.bind(lambda result: framewise(function(result, *args)), self.lab.param.result)
-        )
+        pane = live_figure(self.lab.param.result, function, *args, min_height=360)
         if clickable:
-            tap = hv.streams.SingleTap(source=dynamic)
+            tap = hv.streams.SingleTap(source=pane.object)
             tap.add_subscriber(self._add_observation)
-        return pn.pane.HoloViews(dynamic, sizing_mode="stretch_width", min_height=360)
+        return pane
 
     def _add_observation(self, x=None, y=None):
         if x is not None and y is not None:

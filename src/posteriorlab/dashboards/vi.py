@@ -8,16 +8,14 @@ responsive and the figures stream.
 
 import math
 
-import holoviews as hv
 import numpy as np
 import panel as pn
 import param
 
-from posteriorlab.dashboards.common import control_cards, error_alert
+from posteriorlab.dashboards.common import control_cards, error_alert, live_figure
 from posteriorlab.dashboards.export import export_card
 from posteriorlab.labs.vi import CHUNK_STEPS, VILab
 from posteriorlab.plots import vi as figures
-from posteriorlab.plots.style import framewise
 
 CONTROL_GROUPS = {
     "Target": ["target", "curvature", "separation", "noise_scale", "cone_observation"],
@@ -144,9 +142,7 @@ class VIDashboard(pn.viewable.Viewer):
 
     # ----------------------------------------------------------------- main area
     def _figure(self, function):
-        dynamic = hv.DynamicMap(pn.bind(lambda result: framewise(function(result)),
-                                        self.lab.param.result))  # fmt: skip
-        return pn.pane.HoloViews(dynamic, sizing_mode="stretch_width", min_height=380)
+        return live_figure(self.lab.param.result, function)
 
     def _build_main(self):
         summary = pn.pane.Markdown(
