@@ -128,12 +128,7 @@ def measure_paths(page, url, launched, repeats):
     times = [time_schedule_change(page, SCHEDULES[i % 4]) for i in range(repeats)]
     names = ("summary line shown", "last figure data received", "last message (status)")
     for index, name in enumerate(names):
-        ordered = sorted(measured[index] for measured in times)
-        p90 = ordered[int(0.9 * (len(ordered) - 1))]
-        print(
-            f"schedule change to {name}: median {statistics.median(ordered):.0f} ms, "
-            f"p90 {p90:.0f} ms over {len(ordered)} changes"
-        )
+        report(f"schedule change to {name}", [measured[index] for measured in times])
 
 
 def fit_line(page):
@@ -183,7 +178,7 @@ def report(name, values, unit="ms"):
     ordered = sorted(values)
     p90 = ordered[int(0.9 * (len(ordered) - 1))]
     print(f"{name}: median {statistics.median(ordered):.0f} {unit}, p90 {p90:.0f} {unit} "
-          f"over {len(ordered)}")  # fmt: skip
+          f"over {len(ordered)} changes")  # fmt: skip
 
 
 def measure_vi(page, url, launched, repeats):
