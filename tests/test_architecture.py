@@ -42,7 +42,13 @@ FORBIDDEN = {
         "posteriorlab.dashboards",
         "posteriorlab.cli",
     },
-    "dashboards": {"ipywidgets", "posteriorlab_widgets", "posteriorlab.cli"},
+    # The served pages use the Panel side of the widgets, never the Jupyter one.
+    "dashboards": {
+        "ipywidgets",
+        "anywidget",
+        "posteriorlab_widgets.jupyter_widget",
+        "posteriorlab.cli",
+    },
 }
 
 

@@ -7,10 +7,11 @@ lab's results. Clicking on the density or trajectory plot adds a target componen
 import holoviews as hv
 import panel as pn
 import param
+from posteriorlab_widgets import TrajectoryPlayer
 
 from posteriorlab.dashboards.common import control_cards, error_alert
 from posteriorlab.dashboards.export import export_card
-from posteriorlab.labs.paths import SCHEDULE_NAMES, PathsLab
+from posteriorlab.labs.paths import ANIMATED_TRAJECTORY_POINTS, SCHEDULE_NAMES, PathsLab
 from posteriorlab.labs.steering import SteeringLab
 from posteriorlab.plots import paths as figures
 from posteriorlab.plots import steering as steering_figures
@@ -108,6 +109,9 @@ TAB_TEXT = {
     "the exact target (grey). Right: the exact density p_t with its velocity field at the "
     "time on the slider. Schedules with α₀ = 0, σ₀ = 1 all map a noise point to the same data "
     "point — they only differ in how fast and how straight they travel.",
+    "Animation": "Press ▶ to watch every sample travel from noise (t = 0) to data (t = 1) "
+    "under the chosen schedule and integrator; each fading trail is the last moments of one "
+    "path. Switch the schedule to compare: cond-OT paths are nearly straight, VP paths curve.",
     "Flow matching": "Train a small network v_θ(t, x) to regress the conditional velocity "
     "α̇_t x₁ + σ̇_t x₀ on samples of the path. Its loss cannot reach zero: its floor is the loss "
     "of the exact field u_t, drawn dashed, and the gap between the two is E‖v_θ − u_t‖² in "
@@ -226,6 +230,7 @@ class PathsDashboard(pn.viewable.Viewer):
                     sizing_mode="stretch_width",
                 ),
             ),
+            ("Animation", self._animation_tab()),
             (
                 "Schedules",
                 pn.Column(
@@ -254,6 +259,14 @@ class PathsDashboard(pn.viewable.Viewer):
         tabs.param.watch(follow_tab, "active")
         follow_tab()
         return pn.Column(INTRO, error, summary, tabs, sizing_mode="stretch_width")
+
+    def _animation_tab(self):
+        player = TrajectoryPlayer(canvas_height=560, sizing_mode="stretch_width", name="animation")
+        player.follow(self.lab.param.result, animation_frames)
+        caption = pn.pane.Markdown(
+            pn.bind(animation_caption, self.lab.param.result), sizing_mode="stretch_width"
+        )
+        return pn.Column(TAB_TEXT["Animation"], caption, player, sizing_mode="stretch_width")
 
     def _training_tab(self):
         controls = pn.Param(
@@ -379,6 +392,34 @@ def steering_summary(result) -> str:
         f"log Z_λ = **{result.smc_log_evidence:.3f}** (exact **{result.exact_log_normalizer:.3f}**)"
         f"; its weighted mean ({result.smc_mean[0]:.3f}, {result.smc_mean[1]:.3f}) vs exact "
         f"({result.exact_mean[0]:.3f}, {result.exact_mean[1]:.3f}) · {1000 * result.seconds:.0f} ms"
+    )
+
+
+def animation_frames(result) -> dict:
+    """The trajectories of the current result, for the trajectory player: positions at
+    every step, the time t of each step, and the same window as the other plots (at equal
+    scales, so that straight paths look straight and round blobs round)."""
+    bounds = (result.grid_x[0], result.grid_x[-1], result.grid_y[0], result.grid_y[-1])
+    return dict(
+        positions=result.animated_trajectories,
+        times=result.times,
+        bounds=bounds,
+        x_label="x₁",
+        y_label="x₂",
+        equal_aspect=True,
+    )
+
+
+def animation_caption(result) -> str:
+    """How many trajectories the animation plays, of how many."""
+    if result is None:
+        return ""
+    points, count, _ = result.animated_trajectories.shape
+    total = result.endpoints.shape[0]
+    shown = f"all {count:,}" if count == total else f"{count:,} of {total:,}"
+    return (
+        f"Playing {shown} trajectories over {points - 1} steps: the page receives at most "
+        f"{ANIMATED_TRAJECTORY_POINTS:,} positions (trajectories × (steps + 1)) per update."
     )
 
 

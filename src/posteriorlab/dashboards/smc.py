@@ -9,10 +9,16 @@ its own: a new session makes a new lab and a new dashboard.
 import numpy as np
 import panel as pn
 import param
+from posteriorlab_widgets import TrajectoryPlayer
 
 from posteriorlab.dashboards.common import control_cards, error_alert, live_figure
 from posteriorlab.dashboards.export import export_card
-from posteriorlab.labs.smc import SMCLab, summarize_replicates, uses_parameter
+from posteriorlab.labs.smc import (
+    ANIMATED_PARTICLE_STEPS,
+    SMCLab,
+    summarize_replicates,
+    uses_parameter,
+)
 from posteriorlab.plots import smc as figures
 
 CONTROL_GROUPS = {
@@ -82,6 +88,9 @@ TAB_TEXT = {
     "genealogy is poor and backward smoothers (FFBSm, PaRIS) exist.",
     "Estimates": "Mean ± 2 standard deviations of the particle approximations of the filtering "
     "and smoothing distributions; dashed black: the exact Kalman/RTS answer.",
+    "Animation": "Press ▶ to watch the filter step by step: each dot is a particle, its size "
+    "and opacity its weight. At a resampling step (counter in red) the particles move from "
+    "their parents, orange lines join parents to children, and the unlucky ones vanish.",
     "Evidence": "The particle filter also estimates the evidence Z = p(y_0..y_T). Ẑ is "
     "unbiased, but log Ẑ is biased low by about Var(log Ẑ)/2 (Jensen's inequality). "
     "The replicates run R independent filters on the same data to show both.",
@@ -177,6 +186,7 @@ class SMCDashboard(pn.viewable.Viewer):
                     sizing_mode="stretch_width",
                 ),
             ),
+            ("Animation", self._animation_tab()),
             (
                 "Evidence",
                 pn.Column(
@@ -195,6 +205,14 @@ class SMCDashboard(pn.viewable.Viewer):
             sizing_mode="stretch_width",
         )
         return pn.Column(INTRO, error, summary, tabs, sizing_mode="stretch_width")
+
+    def _animation_tab(self):
+        player = TrajectoryPlayer(sizing_mode="stretch_width", name="animation")
+        player.follow(self.lab.param.result, animation_frames)
+        caption = pn.pane.Markdown(
+            pn.bind(animation_caption, self.lab.param.result), sizing_mode="stretch_width"
+        )
+        return pn.Column(TAB_TEXT["Animation"], caption, player, sizing_mode="stretch_width")
 
     @property
     def main(self):
@@ -231,6 +249,47 @@ def replicates_summary(replicates) -> str:
         f"log Ẑ − log Z = **{s.mean_log_error:+.3f}**, sd {s.sd_log_error:.3f}; Jensen's "
         f"log-normal approximation predicts −Var/2 = {s.jensen_prediction:+.3f}. "
         f"({1000 * replicates.seconds:.0f} ms for all R filters in one vmapped call.)"
+    )
+
+
+def animation_frames(result) -> dict:
+    """The particle cloud over time, for the trajectory player.
+
+    A 2-D state is drawn as it is, (x₁, x₂), at equal scales. A 1-D state is drawn against
+    time, (t, x_t): each step moves the cloud one column to the right, so its fading trail
+    (one second, ten steps at the default speed) is the recent history of the filter and
+    resampling shows as branches splitting from a parent.
+    """
+    particles = result.animated_particles
+    num_steps, count, state_dim = particles.shape
+    frames = dict(weights=result.animated_weights, ancestors=result.animated_ancestors)
+    if state_dim == 2:
+        view = dict(x_label="x₁", y_label="x₂", equal_aspect=True, trail_seconds=0.4)
+        return dict(positions=particles, **frames, **view)
+    steps = np.broadcast_to(np.arange(num_steps, dtype=float)[:, None], (num_steps, count))
+    view = dict(x_label="time step t", y_label="x_t", equal_aspect=False, trail_seconds=1.0)
+    return dict(positions=np.stack([steps, particles[..., 0]], axis=-1), **frames, **view)
+
+
+def animation_caption(result) -> str:
+    """What the animation shows: the axes, and how many particles of how many."""
+    if result is None:
+        return ""
+    num_steps, count, state_dim = result.animated_particles.shape
+    axes = (
+        "the state (x₁, x₂)"
+        if state_dim == 2
+        else "time step t across, the state x_t up (so trails are the recent past)"
+    )
+    shown = (
+        f"all N = {count:,} particles"
+        if count == result.num_particles
+        else f"{count:,} of the N = {result.num_particles:,} particles (the last step's at "
+        "random, earlier steps their ancestors, topped up at random)"
+    )
+    return (
+        f"Axes: {axes}. Showing {shown} over T = {num_steps} steps: the page receives at most "
+        f"{ANIMATED_PARTICLE_STEPS:,} particle positions (N × T) per update."
     )
 
 

@@ -44,6 +44,7 @@ MAX_COMPONENTS = 8
 MAX_STEPS = 1000
 MAX_TRAJECTORY_POINTS = 4_000_000  # trajectories × (steps + 1): about 32 MB of float32 pairs
 DISPLAYED_TRAJECTORIES = 150
+ANIMATED_TRAJECTORY_POINTS = 250_000  # trajectories × (steps + 1) animated: 8 B each, 2 MB
 GRID_SIZE = 90
 ARROW_GRID_SIZE = 17
 REFERENCE_SAMPLES = 1000
@@ -94,6 +95,7 @@ class PathsResult(NamedTuple):
 
     times: np.ndarray  # (S + 1,)
     trajectories: np.ndarray  # (S + 1, M, 2) float32, M ≤ DISPLAYED_TRAJECTORIES
+    animated_trajectories: np.ndarray  # (S + 1, A, 2) float32, A: animated_trajectory_count
     endpoints: np.ndarray  # (n, 2) float32, every trajectory's end
     starts: np.ndarray  # (n, 2) float32
     target_samples: np.ndarray  # (REFERENCE_SAMPLES, 2) exact draws from the target
@@ -241,6 +243,12 @@ def _path_fields(schedule, target, source):
         return fields.velocity_and_score(fields.marginal(schedule, target, t, source), x)
 
     return velocity, velocity_and_score
+
+
+def animated_trajectory_count(num_trajectories: int, num_steps: int) -> int:
+    """How many trajectories the animation plays: all of them while trajectories ×
+    (steps + 1) stays within :data:`ANIMATED_TRAJECTORY_POINTS`, fewer for long runs."""
+    return max(1, min(num_trajectories, ANIMATED_TRAJECTORY_POINTS // (num_steps + 1)))
 
 
 @functools.partial(
@@ -687,6 +695,7 @@ class PathsLab(param.Parameterized):
         dtype = target.means.dtype
         key = jax.random.key(self.seed)
         displayed = min(DISPLAYED_TRAJECTORIES, self.num_trajectories)
+        animated = animated_trajectory_count(self.num_trajectories, self.num_steps)
         paths, starts, ends = simulate(
             key,
             schedule,
@@ -697,7 +706,7 @@ class PathsLab(param.Parameterized):
             integrator=self.integrator,
             num_steps=self.num_steps,
             num_trajectories=self.num_trajectories,
-            displayed=displayed,
+            displayed=max(displayed, animated),
         )
         if not bool(jnp.all(jnp.isfinite(ends))):
             raise FloatingPointError(
@@ -716,7 +725,8 @@ class PathsLab(param.Parameterized):
         density, target_density, arrows = self._fields_at(schedule, target, grid_x, grid_y)
         return PathsResult(
             times=np.linspace(0.0, 1.0, self.num_steps + 1),
-            trajectories=np.asarray(paths, np.float32),
+            trajectories=np.asarray(paths[:, :displayed], np.float32),
+            animated_trajectories=np.asarray(paths[:, :animated], np.float32),
             endpoints=np.asarray(ends, np.float32),
             starts=np.asarray(starts, np.float32),
             target_samples=np.asarray(reference.draws, np.float32),

@@ -69,6 +69,7 @@ MAX_FFBSM_PARTICLES = 2_000
 MAX_REPLICATE_PARTICLE_STEPS = 50_000_000  # R × N × T (only evidences are kept)
 DISPLAYED_PARTICLES = 300  # particles per step sent to the page
 DISPLAYED_LINEAGES = 100
+ANIMATED_PARTICLE_STEPS = 200_000  # particles × steps in the animation: 16 B each, 3.2 MB
 
 
 class SMCResult(NamedTuple):
@@ -78,6 +79,9 @@ class SMCResult(NamedTuple):
     observations: np.ndarray  # (T, k)
     displayed_particles: np.ndarray  # (T, M, d) a random subset of M ≤ N particles per step
     displayed_weights: np.ndarray  # (T, M) their normalised weights W_t (of all N)
+    animated_particles: np.ndarray  # (T, A, d) a lineage-closed subset (animated_subset)
+    animated_weights: np.ndarray  # (T, A) their normalised weights W_t (of all N)
+    animated_ancestors: np.ndarray  # (T, A) int32 index of each one's parent in row t - 1
     ess: np.ndarray  # (T,) effective sample size of W_t
     resampled: np.ndarray  # (T,) bool, whether step t resampled before moving
     temperature: np.ndarray  # (T,) annealing temperature used when resampling
@@ -172,6 +176,60 @@ def _smoothed_moments(key, model, info, smoother):
     return smoothing.MarginalMoments(means=mean, variances=second_moment - mean**2)
 
 
+def animated_particle_count(num_particles: int, num_steps: int) -> int:
+    """How many particles per step the animation shows: all N while N × T stays within
+    :data:`ANIMATED_PARTICLE_STEPS`, fewer for long or large runs (at least one)."""
+    return max(1, min(num_particles, ANIMATED_PARTICLE_STEPS // num_steps))
+
+
+def animated_subset(key, ancestors, size: int):
+    r"""``size`` particles per step, closed under taking parents, and their genealogy.
+
+    The last step's particles are a uniform random subset :math:`S_{T-1}`. Going back,
+    :math:`S_{t-1}` holds every parent :math:`a_t^i, i \in S_t` (at most ``size`` of
+    them) topped up at random, so each shown particle's parent is shown too and the
+    animation can move every particle from its own parent. Each :math:`S_t` is sorted,
+    which makes the shown ancestors the identity at a step that did not resample. With
+    ``size = N`` every particle is shown in its own order.
+
+    Parameters
+    ----------
+    key : PRNG key
+    ancestors : Array of int, shape (T, N)
+        ``FilterInfo.ancestors``: index at :math:`t-1` of each particle's parent.
+    size : int
+        Particles shown per step, :math:`\le N`.
+
+    Returns
+    -------
+    shown : Array of int, shape (T, size)
+        :math:`S_t`, indices into the N particles of step t.
+    shown_ancestors : Array of int32, shape (T, size)
+        Position in :math:`S_{t-1}` of each shown particle's parent (row 0: ``arange``).
+    """
+    num_steps, num_particles = ancestors.shape
+    key_last, key_fill = jax.random.split(key)
+    last = jnp.sort(jax.random.permutation(key_last, num_particles)[:size]).astype(jnp.int32)
+
+    def back_one_step(shown_now, inputs):
+        key_step, ancestors_now = inputs
+        parents = ancestors_now[shown_now]
+        # Parents score ≥ 1, the others < 1/2 at random: the top `size` keep every parent.
+        score = 0.5 * jax.random.uniform(key_step, (num_particles,))
+        score = score.at[parents].set(1.0)
+        shown_before = jnp.sort(jax.lax.top_k(score, size)[1])
+        parent_position = jnp.searchsorted(shown_before, parents).astype(jnp.int32)
+        return shown_before, (shown_now, parent_position)
+
+    keys = jax.random.split(key_fill, num_steps - 1)
+    first, (shown_later, positions_later) = jax.lax.scan(
+        back_one_step, last, (keys, ancestors[1:]), reverse=True
+    )
+    shown = jnp.concatenate([first[None], shown_later])
+    first_ancestors = jnp.arange(size, dtype=jnp.int32)[None]
+    return shown, jnp.concatenate([first_ancestors, positions_later])
+
+
 @functools.partial(
     jax.jit,
     static_argnames=("num_particles", "resampling", "proposal", "smoother"),
@@ -190,6 +248,7 @@ def filter_and_smooth(
 ):
     """One particle filter, its genealogy and a smoother, reduced to what the page draws."""
     key_filter, key_smooth, key_display = jax.random.split(key, 3)
+    key_animate = jax.random.fold_in(key_display, 1)
     info = filtering.run(
         key_filter,
         model,
@@ -204,9 +263,17 @@ def filter_and_smooth(
     smoothed = _smoothed_moments(key_smooth, model, info, smoother)
     shown = jax.random.permutation(key_display, num_particles)[:DISPLAYED_PARTICLES]
     lineage_paths = smoothing.genealogy_smoother(info).paths[:, shown[:DISPLAYED_LINEAGES]]
+    num_steps = observations.shape[0]
+    animated, animated_ancestors = animated_subset(
+        key_animate, info.ancestors, animated_particle_count(num_particles, num_steps)
+    )
+    rows = jnp.arange(num_steps)[:, None]
     return dict(
         displayed_particles=info.particles[:, shown],
         displayed_weights=jnp.exp(info.log_weights[:, shown]),
+        animated_particles=info.particles[rows, animated],
+        animated_weights=jnp.exp(info.log_weights[rows, animated]),
+        animated_ancestors=animated_ancestors,
         ess=info.ess,
         resampled=info.resampled,
         temperature=info.temperature,
