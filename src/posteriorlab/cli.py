@@ -9,14 +9,21 @@ Examples
                                             train a distribution transformer from simulation
 ``posteriorlab train-transformer --resume --steps 4000 --output dt.eqx``
                                             continue that run from its last checkpoint
+``posteriorlab train-transformer --task norm --output norm.eqx``
+                                            a network for y = ||x|| + noise
 """
 
 import argparse
+import math
 import os
 import pathlib
 import shlex
 import sys
 import time
+
+LIKELIHOOD_CHOICES = ("linear_gaussian", "norm")
+"""``--task`` values; the same names as posteriorlab.core.transformer.likelihoods.LIKELIHOODS
+(spelled out here so that ``--help`` does not import JAX)."""
 
 
 def compilation_cache_dir() -> pathlib.Path:
@@ -61,16 +68,20 @@ def build_parser() -> argparse.ArgumentParser:
 def add_train_transformer_parser(commands) -> None:
     train = commands.add_parser(
         "train-transformer",
-        help="train a distribution transformer on simulated linear-Gaussian problems",
+        help="train a distribution transformer on simulated problems",
         description=(
             "Train a distribution transformer (posteriorlab.core.transformer) by amortised "
-            "neural posterior estimation on fresh simulated problems every step. Writes the "
+            "neural posterior estimation on fresh simulated problems every step, for one "
+            "likelihood (--task). Writes the "
             "weights to OUTPUT, their config and training record to OUTPUT with suffix "
             ".json, and a resumable checkpoint to OUTPUT with suffix .state.eqx."
         ),
     )
     train.add_argument("--output", type=pathlib.Path, default=pathlib.Path("transformer.eqx"),
                        help="weights file to write (default transformer.eqx)")
+    train.add_argument("--task", choices=LIKELIHOOD_CHOICES, default="linear_gaussian",
+                       help="the likelihood the network learns to invert: linear_gaussian, "
+                       "y = a.x + noise (default), or norm, y = ||x|| + noise")
     train.add_argument("--steps", type=int, default=2000,
                        help="total optimisation steps, counting any already taken (default 2000)")
     train.add_argument("--batch-size", type=int, default=256, help="problems per step")
@@ -117,6 +128,7 @@ def _training_configs(args):
         embedding_width=args.embedding_width,
         max_components=args.max_components,
         max_observations=args.max_observations,
+        likelihood=args.task,
     )
     training_config = TrainingConfig(
         batch_size=args.batch_size,
@@ -183,10 +195,11 @@ def train_transformer(args: argparse.Namespace) -> None:
         done = step + 1
         if done % args.report_every == 0 or done == args.steps:
             elapsed = time.perf_counter() - started
+            gap = float(info.log_density_gap)
+            gap_text = f"  gap to exact {gap:.4f} nats" if math.isfinite(gap) else ""
             sys.stderr.write(
-                f"step {done}/{args.steps}  loss {float(info.loss):.4f}  gap to exact "
-                f"{float(info.log_density_gap):.4f} nats  lr {float(info.learning_rate):.2e}  "
-                f"{elapsed / (done - first):.3f} s/step\n"
+                f"step {done}/{args.steps}  loss {float(info.loss):.4f}{gap_text}  "
+                f"lr {float(info.learning_rate):.2e}  {elapsed / (done - first):.3f} s/step\n"
             )
             sys.stderr.flush()
         if done % args.checkpoint_every == 0:

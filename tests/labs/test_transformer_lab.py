@@ -1,5 +1,6 @@
 """The distribution-transformer lab without a browser: its exact answer against the
-core's conditioning, the packaged network's accuracy, compile counts, bad input.
+core's conditioning (and, for distances, the core's quadrature), the packaged networks'
+accuracy, compile counts, bad input.
 
 Statistical assertions allow Z_SCORE = 4.5 standard errors (two-sided false-failure
 rate about 7e-6 each, normal approximation).
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from posteriorlab.core import gmm
-from posteriorlab.core.transformer import inference
+from posteriorlab.core.transformer import inference, quadrature
 from posteriorlab.labs import transformer
 from posteriorlab.labs.transformer import TransformerLab
 
@@ -27,7 +28,7 @@ def lab():
 def unpadded_exact(lab):
     rows = lab._prior_rows()
     prior = gmm.from_covariances(rows.weights, rows.means, rows.covariances)
-    scalar_rows, values = lab._scalar_observations(lab._points())
+    scalar_rows, values = lab._scalar_observations()
     noise = lab.noise_sd**2 * jnp.eye(values.size)
     return (
         gmm.condition_on_linear_gaussian(prior, scalar_rows, noise, values),
@@ -68,18 +69,25 @@ def test_importance_sampling_mean_agrees_with_exact_within_its_error():
 
 
 def test_no_change_recompiles(lab):
-    compiled = [inference.padded_posterior, transformer._exact, transformer._importance,
-                transformer._variational]  # fmt: skip
+    compiled = [inference.padded_posterior, transformer._exact, transformer._quadrature,
+                transformer._importance, transformer._tempered, transformer._variational,
+                transformer._kernel_density_on, transformer._quadrature_log_density_on]
+    lab.likelihood = "norm"  # each likelihood compiles its programs once
+    lab.likelihood = "identity"
     sizes = [function._cache_size() for function in compiled]
     lab.noise_sd = 0.9
     lab.add_observation(0.5, -1.0)
     lab.components = "0.6, -1, 0, 1\n0.4, 1.5, 0.5, 0.5, 0.7, -0.3"  # two components
     lab.likelihood = "projection"
     lab.direction_degrees = 75.0
+    lab.likelihood = "norm"
+    lab.add_observation(1.0, 2.0)  # one more distance
+    lab.distances = "1.5"
     assert lab.error == ""
     assert [function._cache_size() for function in compiled] == sizes
     lab.param.update(likelihood="identity", components=transformer.DEFAULT_PRIOR,
-                     observations=transformer.DEFAULT_OBSERVATIONS, noise_sd=1.0)  # fmt: skip
+                     observations=transformer.DEFAULT_OBSERVATIONS,
+                     distances=transformer.DEFAULT_DISTANCES, noise_sd=1.0)  # fmt: skip
 
 
 def test_simulated_truth_is_scored_by_every_density(lab):
@@ -87,8 +95,8 @@ def test_simulated_truth_is_scored_by_every_density(lab):
     result = lab.result
     assert result.truth is not None
     assert result.points.shape[0] >= 3
-    for index in (0, 1, 3):
-        assert math.isfinite(result.answers[index].truth_log_density)
+    for answer in result.answers:  # the particle answers through their density estimates
+        assert math.isfinite(answer.truth_log_density)
     lab.add_observation(0.0, 0.0)  # more data: the truth stays
     assert lab.result.truth is not None
     lab.components = "0.5, -2, 0, 0.8\n0.5, 2, 1, 0.6"  # a new prior forgets it
@@ -116,6 +124,10 @@ def test_noise_outside_the_trained_range_is_noted():
         (dict(observations="1, 2, 3"), "must be two finite numbers"),
         (dict(observations="\n".join(["0, 0"] * 11)), "11 observed points"),
         (dict(noise_sd=0.0), "Noise σ = 0.0 must be positive"),
+        (dict(likelihood="norm", distances="2, abc"), "Distance 2 ('abc') is not a number"),
+        (dict(likelihood="norm", distances="1, nan"), "Distance 2 is 'nan'"),
+        (dict(likelihood="norm", distances="-6"), "a distance ‖x‖ is never negative"),
+        (dict(likelihood="norm", distances=", ".join(["1"] * 21)), "21 observed distances"),
         (dict(noise_sd=float("nan")), "Noise σ = nan is not a number"),
     ],
 )  # fmt: skip
@@ -125,6 +137,66 @@ def test_bad_input_is_explained_and_the_last_result_stays(change, message):
     lab.param.update(**change)
     assert message in lab.error
     assert lab.result is before
-    lab.param.update(components=transformer.DEFAULT_PRIOR,
-                     observations=transformer.DEFAULT_OBSERVATIONS, noise_sd=1.0)  # fmt: skip
+    lab.param.update(components=transformer.DEFAULT_PRIOR, likelihood="identity",
+                     observations=transformer.DEFAULT_OBSERVATIONS,
+                     distances=transformer.DEFAULT_DISTANCES, noise_sd=1.0)  # fmt: skip
     assert lab.error == ""
+
+
+@pytest.fixture(scope="module")
+def distance_lab():
+    return TransformerLab(likelihood="norm", num_particles=10_000, seed=1)
+
+
+def test_distance_exact_answer_is_the_cores_quadrature(distance_lab):
+    rows = distance_lab._prior_rows()
+    prior = gmm.from_covariances(rows.weights, rows.means, rows.covariances)
+    _, values = distance_lab._scalar_observations()
+    noise = np.full(values.size, distance_lab.noise_sd)
+    posterior = quadrature.norm_posterior(prior, values, noise, np.ones(values.size, bool))
+    result = distance_lab.result
+    assert result.log_evidence == pytest.approx(float(posterior.log_evidence), abs=1e-4)
+    np.testing.assert_allclose(result.answers[1].mean, quadrature.mean(posterior), atol=1e-4)
+    assert result.exact_components is None
+    cell = (result.grid_x[1] - result.grid_x[0]) * (result.grid_y[1] - result.grid_y[0])
+    assert result.answers[1].density.sum() * cell == pytest.approx(1.0, abs=0.01)
+
+
+def test_distance_answers_agree_with_the_quadrature(distance_lab):
+    result = distance_lab.result
+    exact = result.answers[1]
+    # Tempered SMC's particles are equally weighted draws; their mean is within Z_SCORE
+    # standard errors of the exact mean (the ESS of a resampled, moved cloud is below N:
+    # the standard error uses N / 4, a generous allowance for the correlation).
+    spread = result.smc_particles.std(axis=0, ddof=1)
+    error = spread / math.sqrt(result.smc_particles.shape[0] / 4)
+    assert np.all(np.abs(result.answers[3].mean - exact.mean) < Z_SCORE * error)
+    assert result.smc_temperatures[-1] == 1.0
+    assert result.smc_log_evidence == pytest.approx(result.log_evidence, abs=0.05)
+
+
+def test_a_click_adds_the_distance_of_the_point(distance_lab):
+    before = distance_lab.result.distances.size
+    distance_lab.add_observation(3.0, -4.0)
+    assert distance_lab.distances.endswith("5.000")
+    assert distance_lab.result.distances.size == before + 1
+    assert distance_lab.result.points.shape == (0, 2)
+    distance_lab.distances = transformer.DEFAULT_DISTANCES
+
+
+def test_a_negative_reading_is_explained_not_refused(distance_lab):
+    distance_lab.distances = "-0.4, 0.3"
+    assert distance_lab.error == ""
+    assert "negative distance reading is possible" in distance_lab.result.note
+    distance_lab.distances = transformer.DEFAULT_DISTANCES
+    assert distance_lab.result.note == ""
+
+
+def test_simulated_distances_score_every_answer(distance_lab):
+    distance_lab.param.trigger("simulate")
+    result = distance_lab.result
+    assert result.truth is not None
+    assert result.distances.size >= 3
+    for answer in result.answers:
+        assert math.isfinite(answer.truth_log_density)
+    distance_lab.distances = transformer.DEFAULT_DISTANCES

@@ -42,3 +42,18 @@ def test_weights_that_do_not_sum_to_one_are_explained(server, page):
     box.blur()
     page.get_by_text("weights sum to 1.4; they must sum to 1").wait_for(timeout=30_000)
     assert scores(page) == before  # the last good result stays
+
+
+def test_distances_give_the_quadrature_and_smc(server, page, artifacts):
+    page.goto(server + "/transformer", timeout=PAGE_TIMEOUT_MS)
+    page.get_by_text("Exact log p(y)").wait_for(timeout=PAGE_TIMEOUT_MS)
+    control(page, "Likelihood").select_option(label="See the distance: r = ‖x‖ + noise")
+    page.get_by_text("Exact posterior (by grid quadrature)").first.wait_for(timeout=120_000)
+    before = scores(page)
+    box = control(page, "Observed distances")
+    box.fill("1.0, 1.2")
+    box.blur()
+    after = wait_for_change(page, scores, before, timeout=120)
+    assert "Tempered SMC" in after
+    page.wait_for_url("**likelihood=norm**", timeout=10_000)
+    page.screenshot(path=artifacts / "transformer-distance.png", full_page=True)

@@ -1,9 +1,10 @@
 """The distribution-transformer dashboard: a thin Panel view over
 :class:`posteriorlab.labs.transformer.TransformerLab`.
 
-Controls come from the lab's parameters; a click on the prior plot adds an observation;
-the four answers (network, exact, importance sampling, VI) are drawn in a grid with a
-table of their cost and scores and a table mapping prior components to posterior ones.
+Controls come from the lab's parameters; a click on the prior plot adds an observation
+(a point, or its distance from the origin); the five answers (network, exact, importance
+sampling, tempered SMC, VI) are drawn in a grid with a table of their cost and scores and
+a table mapping prior components to posterior ones.
 """
 
 import math
@@ -20,12 +21,14 @@ from posteriorlab.plots import transformer as figures
 
 CONTROL_GROUPS = {
     "Prior": ["components"],
-    "Data": ["observations", "likelihood", "direction_degrees", "noise_sd", "simulate"],
+    "Data": ["likelihood", "observations", "distances", "direction_degrees", "noise_sd",
+             "simulate"],
     "Reference methods": ["num_particles", "seed"],
 }
 WIDGETS = {
     "components": {"type": pn.widgets.TextAreaInput, "height": 130},
     "observations": {"type": pn.widgets.TextAreaInput, "height": 130},
+    "distances": {"type": pn.widgets.TextAreaInput, "height": 80},
     "direction_degrees": pn.widgets.EditableFloatSlider,
     "noise_sd": pn.widgets.EditableFloatSlider,
     "seed": pn.widgets.IntInput,
@@ -33,6 +36,7 @@ WIDGETS = {
 URL_PARAMETERS = {
     "components": "prior",
     "observations": "data",
+    "distances": "r",
     "likelihood": "likelihood",
     "direction_degrees": "angle",
     "noise_sd": "sigma",
@@ -40,15 +44,23 @@ URL_PARAMETERS = {
     "seed": "seed",
 }
 
+NUM_ANSWERS = 5
+"""Transformer, exact, importance sampling, tempered SMC, VI."""
+
 INTRO = """
 A **distribution transformer** reads a Gaussian-mixture prior as a set of component
 tokens and the data as observation tokens; a few attention layers turn the prior's
 components into the posterior's, in one pass of about a millisecond, for any prior it
 was trained around. Edit the prior (one row per component: weight, mean, standard
 deviations, correlation), click on the prior plot to add data, and compare the network
-with the **exact posterior** (a mixture again: each component is Kalman-updated and
-re-weighted by its evidence), **importance sampling** from the prior and **full-rank VI**,
-each with its time. KL(exact ‖ q) is what the network was trained to make small.
+with the **exact posterior**, **importance sampling** from the prior, **tempered SMC**
+(prior to posterior through adaptively chosen temperatures, resampling and Metropolis
+moves) and **full-rank VI**, each with its time. For a point or a direction the exact
+posterior is a mixture again (each component Kalman-updated and re-weighted by its
+evidence); for a **distance** ‖x‖ a component near the origin becomes a ring, there is no
+closed form, and the exact answer is a quadrature on a fine polar grid. KL(exact ‖ q) is
+what the network was trained to make small; the particle answers are scored through a
+kernel density estimate of their particles.
 """
 
 
@@ -64,12 +76,17 @@ class TransformerDashboard(pn.viewable.Viewer):
         self._controls = control_cards(self.lab, CONTROL_GROUPS, WIDGETS)
         self._controls.append(export_card(self.lab, "posteriorlab-transformer.csv", result_table))
         self._main = self._build_main()
-        self.lab.param.watch(self._show_direction, ["likelihood"])
-        self._show_direction()
+        self.lab.param.watch(self._show_likelihood_controls, ["likelihood"])
+        self._show_likelihood_controls()
 
-    def _show_direction(self, *_):
-        shown = self.lab.likelihood == "projection"
-        self.lab.param.direction_degrees.precedence = None if shown else -1
+    def _show_likelihood_controls(self, *_):
+        """Only the controls of the chosen likelihood: points or distances, and the
+        direction of a projection."""
+        likelihood = self.lab.likelihood
+        shown = {"direction_degrees": likelihood == "projection",
+                 "observations": likelihood != "norm", "distances": likelihood == "norm"}
+        for name, visible in shown.items():
+            self.lab.param[name].precedence = None if visible else -1
 
     @property
     def controls(self):
@@ -92,7 +109,7 @@ class TransformerDashboard(pn.viewable.Viewer):
                                     sizing_mode="stretch_width", name=name)  # fmt: skip
 
         grid = pn.GridBox(
-            *(self._figure(figures.answer_plot, index) for index in range(4)),
+            *(self._figure(figures.answer_plot, index) for index in range(NUM_ANSWERS)),
             ncols=2, sizing_mode="stretch_width",
         )  # fmt: skip
         return pn.Column(
@@ -127,20 +144,17 @@ def note(result) -> str:
 
 def scores_table(result) -> str:
     """Each method's time, forward KL to the exact posterior, error of its mean and the
-    log-density it gives the simulated truth; then the evidence and the ESS."""
+    log-density it gives the simulated truth; then the evidence, the ESS and the SMC
+    ladder."""
     if result is None:
         return ""
     exact_mean = result.answers[1].mean
     rows = []
     for answer in result.answers:
         error = float(((answer.mean - exact_mean) ** 2).sum() ** 0.5)
-        kl = (
-            f"{answer.forward_kl:.3f} ± {answer.forward_kl_se:.3f}"
-            if math.isfinite(answer.forward_kl)
-            else "— (no density)"
-        )
         rows.append(
-            f"| {answer.name} | {answer.milliseconds:.2f} | {kl} | {error:.3f} | "
+            f"| {answer.name} | {answer.milliseconds:.2f} | "
+            f"{answer.forward_kl:.3f} ± {answer.forward_kl_se:.3f} | {error:.3f} | "
             f"{_number(answer.truth_log_density)} |"
         )
     truth = "log q(true x)" if result.truth is not None else "log q(true x) — press *Simulate*"
@@ -149,26 +163,38 @@ def scores_table(result) -> str:
         f"{truth} |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
         f"Exact log p(y) = **{result.log_evidence:.3f}**; importance sampling's estimate "
         f"{result.log_evidence_estimate:.3f} with an effective sample size of "
-        f"{result.effective_sample_size:.0f} of {result.particles.shape[0]}."
+        f"{result.effective_sample_size:.0f} of {result.particles.shape[0]}; tempered "
+        f"SMC's {result.smc_log_evidence:.3f} after {result.smc_temperatures.size} "
+        f"temperatures (Metropolis acceptance {result.smc_acceptance:.0%})."
     )
 
 
 def components_table(result) -> str:
-    """Prior component k → its posterior component under the network and exactly."""
+    """Prior component k → its posterior component under the network and exactly (where
+    the exact posterior is a mixture)."""
     if result is None:
         return ""
     network_weights, network_means = result.transformer_components
-    exact_weights, exact_means = result.exact_components
+
+    def exact_cell(k):
+        if result.exact_components is None:
+            return "—"
+        weights, means = result.exact_components
+        return f"{weights[k]:.2f} at ({means[k][0]:.2f}, {means[k][1]:.2f})"
+
     rows = "\n".join(
         f"| {k + 1} | {result.prior_weights[k]:.2f} at ({result.prior_means[k][0]:.2f}, "
         f"{result.prior_means[k][1]:.2f}) | {network_weights[k]:.2f} at "
-        f"({network_means[k][0]:.2f}, {network_means[k][1]:.2f}) | {exact_weights[k]:.2f} at "
-        f"({exact_means[k][0]:.2f}, {exact_means[k][1]:.2f}) |"
+        f"({network_means[k][0]:.2f}, {network_means[k][1]:.2f}) | {exact_cell(k)} |"
         for k in range(result.prior_weights.size)
+    )
+    footnote = (
+        "\n\n*The exact posterior of a distance is no mixture (a ring or arcs): see its "
+        "picture.*" if result.exact_components is None else ""
     )
     return (
         "**Each prior component and its posterior component** (weight at mean)\n\n"
-        "| k | prior | transformer | exact |\n|---|---|---|---|\n" + rows
+        "| k | prior | transformer | exact |\n|---|---|---|---|\n" + rows + footnote
     )
 
 

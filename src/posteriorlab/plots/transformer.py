@@ -2,7 +2,8 @@
 :class:`~posteriorlab.labs.transformer.TransformerResult`.
 
 Exact answers are black (contours of the exact posterior over every approximation), the
-data red, the prior's component means grey crosses sized by weight.
+data red (points, lines of constant a·x, or circles of the observed distances), the
+prior's component means grey crosses sized by weight.
 """
 
 import holoviews as hv
@@ -26,12 +27,25 @@ def _contours(result, density, color, label):
     ).relabel(label)
 
 
+def _circle(radius, count=181):
+    angles = np.linspace(0.0, 2.0 * np.pi, count)
+    return np.stack([radius * np.cos(angles), radius * np.sin(angles)], axis=-1)
+
+
 def _points(result):
     layers = [
         hv.Points(result.points, [X1, X2], label="observations").opts(
             color=COLORS["data"], size=8, marker="circle"
         )
     ]
+    if result.distances is not None:
+        # Each observed distance r: the circle of points at that distance from the origin.
+        circles = [_circle(r) for r in result.distances if r > 0]
+        layers.append(
+            hv.Path(circles, [X1, X2], label="observed distances").opts(
+                color=COLORS["data"], alpha=0.6, line_dash="dashed"
+            )
+        )
     if result.direction is not None and result.points.size:
         # Each observation fixes a·x to a value: the line of points that would give it.
         a = result.direction
@@ -67,9 +81,10 @@ def prior_plot(result) -> hv.Overlay:
 
 
 def answer_plot(result, index: int) -> hv.Overlay:
-    """Answer ``index`` (transformer, exact, importance sampling, VI) as a density, with
-    the exact posterior's contours; the transformer's panel adds arrows from each prior
-    component's mean to its posterior component's mean."""
+    """Answer ``index`` (transformer, exact, importance sampling, tempered SMC, VI) as a
+    density (the particle answers binned on the grid), with the exact posterior's contours;
+    the transformer's panel adds arrows from each prior component's mean to its posterior
+    component's mean."""
     answer = result.answers[index]
     exact = result.answers[1]
     layers = [_image(result, answer.density, "q").opts(cmap="Blues")]

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from posteriorlab import cli
-from posteriorlab.core.transformer import checkpoints
+from posteriorlab.core.transformer import checkpoints, likelihoods
 
 TINY = [
     "--d-model", "8", "--num-heads", "2", "--num-layers", "1", "--ffn-width", "8",
@@ -75,3 +75,20 @@ def test_checkpoint_and_resume(tmp_path):
 def test_resume_needs_a_checkpoint(tmp_path):
     with pytest.raises(SystemExit, match="missing.json is missing"):
         cli.main(["train-transformer", "--resume", "--output", str(tmp_path / "missing.eqx")])
+
+
+def test_a_distance_network_trains_and_is_scored_by_quadrature(tmp_path):
+    output = tmp_path / "norm.eqx"
+    log = finish(train("--task", "norm", "--steps", "20", "--eval-problems", "16",
+                       output=output))
+    assert "gap to exact" not in log.split("held-out")[0]  # no closed form during training
+    assert "held-out" in log
+    record = json.loads(checkpoints.metadata_path(output).read_text())
+    assert record["model_config"]["likelihood"] == "norm"
+    assert record["held_out"]["num_problems"] > 0
+    model, _ = checkpoints.load_model(output)
+    assert model.config.likelihood == "norm"
+
+
+def test_task_choices_are_the_cores_likelihoods():
+    assert cli.LIKELIHOOD_CHOICES == likelihoods.LIKELIHOODS

@@ -11,6 +11,9 @@ Modules
 -------
 :mod:`~posteriorlab.core.transformer.model`
     The network: tokens, attention over components, the output mixture.
+:mod:`~posteriorlab.core.transformer.likelihoods`
+    The likelihoods a network inverts: linear-Gaussian (task a) and the distance from
+    the origin, :math:`y = \lVert x\rVert + \sigma\varepsilon` (task b).
 :mod:`~posteriorlab.core.transformer.simulate`
     The meta-prior over priors, parameters and data that training draws from.
 :mod:`~posteriorlab.core.transformer.training`
@@ -18,12 +21,16 @@ Modules
 :mod:`~posteriorlab.core.transformer.exact`
     Exact posteriors for linear-Gaussian data (single and sequential) and importance
     sampling for any likelihood.
+:mod:`~posteriorlab.core.transformer.quadrature`
+    The exact posterior of distance data, by quadrature in polar coordinates.
 :mod:`~posteriorlab.core.transformer.evaluation`
-    Held-out accuracy in nats against the exact posterior.
+    Held-out accuracy in nats against the exact posterior; kernel density estimates
+    that let particle answers be scored the same way.
 :mod:`~posteriorlab.core.transformer.inference`
     What a lab calls: :func:`posterior`, :func:`sequential_posteriors`, input checks.
 :mod:`~posteriorlab.core.transformer.checkpoints`
-    Saving, loading and the packaged weights (:func:`load_pretrained`).
+    Saving, loading and the packaged weights (:func:`load_pretrained`; one network per
+    likelihood, ``"linear_gaussian"`` and ``"norm"``).
 
 Example
 -------

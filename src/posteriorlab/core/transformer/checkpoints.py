@@ -14,8 +14,8 @@ two files side by side:
 A training checkpoint (``PATH`` with suffix ``.state.eqx``) adds the optimiser state
 and the step, so that training resumes where it stopped.
 
-The packaged network, :func:`load_pretrained`, lives in the ``weights/`` folder next to
-this module.
+The packaged networks, :func:`load_pretrained`, live in the ``weights/`` folder next to
+this module, one per likelihood (``linear_gaussian.eqx``, ``norm.eqx``).
 """
 
 from __future__ import annotations
@@ -161,9 +161,10 @@ def load_checkpoint(path) -> tuple[TrainingState, dict[str, Any]]:
 
 
 def load_pretrained(name: str = "linear_gaussian") -> DistributionTransformer:
-    """The packaged network ``weights/<name>.eqx`` (default: trained on linear-Gaussian
-    data; its JSON records how it was trained and how accurate it is,
-    :func:`pretrained_metadata`)."""
+    """The packaged network ``weights/<name>.eqx``, one per likelihood and named after
+    it: ``"linear_gaussian"`` (the default) or ``"norm"`` (distances from the origin).
+    Its JSON records how it was trained and how accurate it is
+    (:func:`pretrained_metadata`)."""
     path = WEIGHTS_DIR / f"{name}.eqx"
     if not path.exists():
         available = sorted(p.stem for p in WEIGHTS_DIR.glob("*.eqx") if ".state" not in p.name)

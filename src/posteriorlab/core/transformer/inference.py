@@ -1,9 +1,11 @@
 r"""Posteriors from a trained network: the functions a lab calls.
 
 :func:`posterior` takes a mixture prior in one or two dimensions and scalar
-observations :math:`y_j = a_j^\top x + \sigma_j\varepsilon_j` and returns the network's
-posterior mixture, with the prior's own number of components and dimension. It checks
-its input first (:class:`TransformerInputError` names what is wrong and how to fix it),
+observations :math:`y_j = a_j^\top x + \sigma_j\varepsilon_j` (or, for a network of the
+distance likelihood, :math:`y_j = \lVert x\rVert + \sigma_j\varepsilon_j` with rows of
+ones, :func:`~posteriorlab.core.transformer.likelihoods.distance_rows`) and returns the
+network's posterior mixture, with the prior's own number of components and dimension.
+It checks its input first (:class:`TransformerInputError` names what is wrong and how to fix it),
 then pads the problem to the network's fixed sizes -- ``max_components`` components,
 ``max_observations`` observations, two dimensions -- so that one compiled program
 serves every prior, every number of observations from zero up, and both dimensions:
@@ -144,7 +146,8 @@ def check_observations(model: DistributionTransformer, dim: int, rows, values, n
     ------
     TransformerInputError
         On shapes that disagree, more observations than ``model.config.max_observations``,
-        non-finite values, or a noise standard deviation that is not positive.
+        non-finite values, rows other than ones for a distance network, or a noise
+        standard deviation that is not positive.
     """
     rows = np.asarray(rows, dtype=float)
     values = np.asarray(values, dtype=float)
@@ -178,6 +181,12 @@ def check_observations(model: DistributionTransformer, dim: int, rows, values, n
         raise TransformerInputError(
             "observations or rows contain non-finite values; every y_j and a_j must be a "
             "finite number."
+        )
+    if model.config.likelihood == "norm" and np.any(rows != 1.0):
+        raise TransformerInputError(
+            "this network reads distance observations y_j = ||x|| + noise, whose rows are "
+            f"all ones (got rows {rows.tolist()}); pass likelihoods.distance_rows(n, {dim}), "
+            "or use a linear-Gaussian network for rows a_j."
         )
     if not np.all(np.isfinite(noise_sd)) or np.any(noise_sd <= 0):
         raise TransformerInputError(

@@ -26,6 +26,20 @@ noise. A vector observation with independent noise (for example :math:`y = x + e
 identity likelihood) is :math:`m` such tokens, one per row of :math:`A`
 (:func:`posteriorlab.core.transformer.inference.expand_vector_observations`).
 
+Which likelihood: one network per likelihood
+--------------------------------------------
+The same token :math:`(y_j, a_j, \log\sigma_j, a_j/\sigma_j, y_j/\sigma_j)` serves a
+second likelihood, the distance from the origin :math:`y_j = \lVert a_j \odot x\rVert +
+\sigma_j\varepsilon_j` with :math:`a_j` the coordinates it measures
+(:mod:`posteriorlab.core.transformer.likelihoods`). What a token *means* is fixed by the
+network, :attr:`ModelConfig.likelihood`, not written into the token: each likelihood has
+its own trained network with its own config and weights file. The alternative -- one
+network for both, with a learned likelihood-type embedding added to every observation
+token -- would share capacity between unrelated tasks and force retraining the
+linear-Gaussian network whenever a likelihood is added; separate networks keep the
+architecture and the code unchanged, leave the packaged linear-Gaussian weights valid,
+and cost nothing at run time (a lab loads the network of the likelihood it shows).
+
 Attention over component tokens
 -------------------------------
 One layer updates every component token in three residual steps (pre-norm: each step
@@ -113,6 +127,7 @@ import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
 from posteriorlab.core import gmm
+from posteriorlab.core.transformer import likelihoods
 
 __all__ = [
     "DIM",
@@ -152,6 +167,10 @@ class ModelConfig(NamedTuple):
         Component tokens per problem; priors with more components are refused.
     max_observations : int
         Scalar observation tokens per problem; more are refused.
+    likelihood : str
+        The likelihood the network inverts, one of
+        :data:`~posteriorlab.core.transformer.likelihoods.LIKELIHOODS`; it gives the
+        observation tokens their meaning (it changes no shape, and no weight).
     """
 
     d_model: int = 64
@@ -161,6 +180,7 @@ class ModelConfig(NamedTuple):
     embedding_width: int = 64
     max_components: int = 4
     max_observations: int = 20
+    likelihood: str = "linear_gaussian"
 
 
 # --------------------------------------------------------------------------------------
@@ -281,6 +301,7 @@ class DistributionTransformer(eqx.Module):
     config: ModelConfig = eqx.field(static=True)
 
     def __init__(self, key: jax.Array, config: ModelConfig):
+        likelihoods.check_likelihood(config.likelihood)
         if config.d_model % config.num_heads:
             raise ValueError(
                 f"d_model = {config.d_model} is not divisible by num_heads = "

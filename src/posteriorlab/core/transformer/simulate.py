@@ -8,11 +8,16 @@ The network is trained on problems it draws itself. One problem is
    :math:`[0.3, 2]` per axis and (in 2-D) a correlation uniform on :math:`[-0.8, 0.8]`;
 2. a true parameter :math:`x \sim p_\phi`;
 3. :math:`n \in \{0, \dots, n_{\max}\}` scalar observations
-   :math:`y_j = a_j^\top x + \sigma\varepsilon_j`, one noise level per problem,
-   :math:`\sigma` log-uniform on :math:`[0.2, 2]`; each row :math:`a_j` is half the time
-   a coordinate axis (so the identity likelihood :math:`y = x + e` is in distribution)
-   and otherwise a uniformly random direction, with length log-uniform on
-   :math:`[0.5, 2]` and a random sign.
+   :math:`y_j = h(a_j, x) + \sigma\varepsilon_j`, one noise level per problem,
+   :math:`\sigma` log-uniform on :math:`[0.2, 2]`, with the observation function
+   :math:`h` of the likelihood (:mod:`posteriorlab.core.transformer.likelihoods`):
+
+   * ``"linear_gaussian"``, :math:`h = a_j^\top x`: each row :math:`a_j` is half the
+     time a coordinate axis (so the identity likelihood :math:`y = x + e` is in
+     distribution) and otherwise a uniformly random direction, with length log-uniform
+     on :math:`[0.5, 2]` and a random sign;
+   * ``"norm"``, :math:`h = \lVert a_j \odot x\rVert`: the distance from the origin,
+     :math:`a_j = (1, 1)` in 2-D and :math:`(1, 0)` (that is :math:`|x_1|`) in 1-D.
 
 These ranges cover the lab's controls (means in :math:`[-4, 4]`, standard deviations
 0.3--2, noise 0.2--2). Priors outside them are out of distribution: the network still
@@ -33,6 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from posteriorlab.core import gmm
+from posteriorlab.core.transformer import likelihoods
 from posteriorlab.core.transformer.model import DIM
 
 __all__ = ["MetaPrior", "Problems", "sample_problems"]
@@ -104,7 +110,8 @@ def _log_uniform(key, low, high, shape):
     return jnp.exp(jax.random.uniform(key, shape, minval=jnp.log(low), maxval=jnp.log(high)))
 
 
-def _one_problem(key, meta: MetaPrior, max_components: int, max_observations: int):
+def _one_problem(key, meta: MetaPrior, max_components: int, max_observations: int,
+                 likelihood: str):
     keys = jax.random.split(key, 12)
     (key_dim, key_count, key_weights, key_means, key_sd, key_corr, key_truth, key_n,
      key_axis, key_angle, key_norm, key_noise) = keys
@@ -151,11 +158,17 @@ def _one_problem(key, meta: MetaPrior, max_components: int, max_observations: in
     rows = (signs * norms)[:, None] * directions
     rows_1d = jnp.stack([signs * norms, jnp.zeros_like(norms)], axis=-1)
     rows = jnp.where(is_1d, rows_1d, rows)
+    if likelihood == "norm":
+        rows = jnp.broadcast_to(
+            jnp.where(is_1d, jnp.array(likelihoods.NORM_ROWS[1]),
+                      jnp.array(likelihoods.NORM_ROWS[2])), rows.shape
+        )
 
     key_noise, key_eps = jax.random.split(key_noise)
     noise_sd = _log_uniform(key_noise, meta.min_noise_sd, meta.max_noise_sd, ())
     noise_sd = jnp.full((max_observations,), noise_sd)
-    values = rows @ truth + noise_sd * jax.random.normal(key_eps, (max_observations,))
+    noise = noise_sd * jax.random.normal(key_eps, (max_observations,))
+    values = likelihoods.observed_function(likelihood, rows, truth) + noise
     return Problems(
         prior=prior,
         component_mask=component_mask,
@@ -174,6 +187,7 @@ def sample_problems(
     batch_size: int,
     max_components: int,
     max_observations: int,
+    likelihood: str = "linear_gaussian",
 ) -> Problems:
     """Draw ``batch_size`` independent problems from the meta-prior.
 
@@ -184,12 +198,15 @@ def sample_problems(
         Traced: changing a range does not recompile.
     batch_size, max_components, max_observations : int
         Shapes, static under ``jit``.
+    likelihood : str
+        One of :data:`~posteriorlab.core.transformer.likelihoods.LIKELIHOODS` (static).
 
     Returns
     -------
     Problems
     """
     keys = jax.random.split(key, batch_size)
-    return jax.vmap(_one_problem, in_axes=(0, None, None, None))(
-        keys, meta, max_components, max_observations
+    likelihoods.check_likelihood(likelihood)
+    return jax.vmap(_one_problem, in_axes=(0, None, None, None, None))(
+        keys, meta, max_components, max_observations, likelihood
     )
