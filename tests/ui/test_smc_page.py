@@ -67,3 +67,19 @@ def test_bad_particle_count_is_explained_and_nothing_is_lost(server, page, artif
     particles.fill("200")
     particles.press("Enter")
     page.get_by_text("Particles N = 0 is not allowed").wait_for(state="hidden")
+
+
+def test_copied_link_keeps_the_view_and_drops_a_login_token(server, page):
+    """Behind Binder or a JupyterHub the address can carry the server's login token; the
+    shared link must reproduce the view without handing that token on."""
+    page.add_init_script(
+        "navigator.clipboard.writeText = async (text) => { window.copiedLink = text; };"
+    )
+    page.goto(server + "/smc?N=500&seed=3&token=secret", timeout=PAGE_TIMEOUT_MS)
+    page.get_by_text("exact log Z (Kalman)").wait_for(timeout=PAGE_TIMEOUT_MS)
+    page.get_by_role("button", name="Copy a link to this view").click()
+    page.wait_for_function("window.copiedLink !== undefined", timeout=30_000)
+    link = page.evaluate("window.copiedLink")
+    assert "N=500" in link
+    assert "seed=3" in link
+    assert "token" not in link

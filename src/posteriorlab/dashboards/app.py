@@ -238,7 +238,8 @@ PAGES = {
 
 def warm_up() -> None:
     """Compile the default programs of every lab (each SMC resampling scheme, each paths
-    integrator and the steering methods at the default sizes)."""
+    integrator, the steering methods and both transformer likelihoods at the default
+    sizes)."""
     for scheme in RESAMPLING_LABELS.values():
         SMCLab(resampling=scheme)
     for integrator in INTEGRATOR_LABELS.values():
@@ -246,6 +247,7 @@ def warm_up() -> None:
     SteeringLab()
     VILab().advance()
     TransformerLab()
+    TransformerLab(likelihood="norm")
 
 
 def serve(
@@ -257,8 +259,13 @@ def serve(
     prefix: str = "",
     show: bool = False,
     warmup: bool = True,
+    **server_options,
 ) -> None:
-    """Start the server and block; warm-up runs in a background thread."""
+    """Start the server and block; warm-up runs in a background thread.
+
+    ``server_options`` go to Bokeh's server, e.g. ``unused_session_lifetime_milliseconds``
+    (how long a closed page's session is kept before it is discarded; 15 s by default).
+    """
     if warmup and num_procs == 1:
         threading.Thread(target=warm_up, name="posteriorlab-warmup", daemon=True).start()
     pn.serve(
@@ -278,4 +285,5 @@ def serve(
         },
         static_dirs={"assets": str(ASSETS)},
         threaded=False,
+        **server_options,
     )

@@ -16,8 +16,12 @@ import panel as pn
 __all__ = ["csv_bytes", "export_card"]
 
 # The clipboard needs a secure page (https or localhost); elsewhere show the link to copy.
+# A Jupyter server behind the page (Binder, a JupyterHub) may have put its login token in
+# the address: it is the key to the student's whole server, so it never goes in the link.
 COPY_LINK = """
-const link = window.location.href;
+const url = new URL(window.location.href);
+url.searchParams.delete("token");
+const link = url.toString();
 if (navigator.clipboard && window.isSecureContext) {
   navigator.clipboard.writeText(link);
 } else {
