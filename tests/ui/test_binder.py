@@ -112,6 +112,16 @@ def binder_environment(tmp_path_factory):
         shutil.rmtree(root, ignore_errors=True)  # over a gigabyte
 
 
+def jupyter_lab_flags(port: int, token: str, root_dir) -> list[str]:
+    """JupyterLab on localhost:``port``, no browser, login by ``token``, files in
+    ``root_dir``."""
+    return [
+        "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}", f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root_dir}",
+    ]  # fmt: skip
+
+
 def stop_with_children(process: subprocess.Popen) -> None:
     """Stop a process and every process it started (the proxied lab server, kernels)."""
     children = psutil.Process(process.pid).children(recursive=True)
@@ -138,10 +148,8 @@ def jupyter(binder_environment, tmp_path_factory, artifacts):
     started = time.monotonic()
     process = subprocess.Popen(
         [
-            ROOT / "binder" / "start", "jupyter", "lab", "--no-browser", "--allow-root",
-            "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-            f"--IdentityProvider.token={TOKEN}",
-            f"--ServerApp.root_dir={tmp_path_factory.mktemp('binder-home')}",
+            ROOT / "binder" / "start", "jupyter", "lab",
+            *jupyter_lab_flags(port, TOKEN, tmp_path_factory.mktemp("binder-home")),
         ],
         cwd=ROOT,
         env=binder_environment.variables,

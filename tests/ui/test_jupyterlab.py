@@ -14,7 +14,7 @@ import nbformat
 import pytest
 
 from .conftest import free_port, wait_for_http
-from .test_binder import jupyter_folders, stop_with_children
+from .test_binder import jupyter_folders, jupyter_lab_flags, stop_with_children
 from .test_smc_page import PAGE_TIMEOUT_MS, control, evidence_line, wait_for_change
 
 pytestmark = pytest.mark.ui
@@ -60,9 +60,7 @@ def jupyterlab(tmp_path_factory, artifacts):
     log = (artifacts / "jupyterlab.log").open("w")
     process = subprocess.Popen(
         [
-            sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
-            "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-            f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={home}",
+            sys.executable, "-m", "jupyterlab", *jupyter_lab_flags(port, TOKEN, home),
         ],
         env=variables,
         stdout=log,

@@ -10,6 +10,7 @@ import pathlib
 import threading
 
 import panel as pn
+from panel.links import Callback
 
 from posteriorlab.dashboards import paths as paths_dashboard
 from posteriorlab.dashboards import smc as smc_dashboard
@@ -174,7 +175,7 @@ def _lab_page(name: str, dashboard, url_state):
         "**Address problem:** " + " ".join(problems), alert_type="warning",
         visible=bool(problems), sizing_mode="stretch_width",
     )  # fmt: skip
-    return TEMPLATE(
+    page = TEMPLATE(
         title=f"posteriorlab · {LABS[name]['title']}",
         sidebar=[dashboard.controls],
         main=[alert, dashboard.main],
@@ -182,6 +183,40 @@ def _lab_page(name: str, dashboard, url_state):
         header=[_navigation(name)],
         sidebar_width=340,
     )
+    if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
+        parts = [dashboard.controls, dashboard.main]
+        pn.state.on_session_destroyed(lambda _context: forget_browser_callbacks(parts))
+    return page
+
+
+def page_objects(parts) -> list:
+    """Every Panel object inside ``parts`` (layouts of a page): what they show, the parts
+    of composite widgets, and the widgets a ``pn.Param`` made but hides for now (e.g. a
+    model's unused ρ)."""
+    found, seen = [], set()
+    pending = [viewable for part in parts for viewable in part.select()]
+    while pending:
+        viewable = pending.pop()
+        if id(viewable) in seen:
+            continue
+        seen.add(id(viewable))
+        found.append(viewable)
+        if isinstance(viewable, pn.Param):
+            for widget in viewable._widgets.values():
+                pending.extend(widget.select())
+    return found
+
+
+def forget_browser_callbacks(parts) -> None:
+    """Drop the browser-side callbacks of a closed page's ``parts`` from Panel's registry.
+
+    Panel keeps every ``jscallback`` (an editable slider's text box steering its slider,
+    a copy-link button) in a class-wide registry keyed weakly by the widget, but each entry
+    holds the other widgets it names, and through them the widget itself and the page:
+    without this, every closed page's lab would stay in memory for good.
+    """
+    for viewable in page_objects(parts):
+        Callback.registry.pop(viewable, None)
 
 
 def _run_on_next_tick(function) -> None:
