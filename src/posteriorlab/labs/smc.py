@@ -64,7 +64,7 @@ SMOOTHER_LABELS = {
 }
 
 MAX_PARTICLES = 200_000
-MAX_PARTICLE_STEPS = 20_000_000  # N × T: about 0.5 GB of float32 particles and weights
+MAX_PARTICLE_STEPS = 20_000_000  # N × T × d: about 0.5 GB of float32 particles and weights
 MAX_FFBSM_PARTICLES = 2_000
 MAX_REPLICATE_PARTICLE_STEPS = 50_000_000  # R × N × T (only evidences are kept)
 DISPLAYED_PARTICLES = 300  # particles per step sent to the page
@@ -488,6 +488,11 @@ class SMCLab(param.Parameterized):
             self.update()
         self.param.watch(lambda *_events: self.update(), list(self.INPUTS))
 
+    @property
+    def state_dimension(self) -> int:
+        """d, the dimension of the hidden state x_t (2 for the rotation model, else 1)."""
+        return 2 if self.model == "linear_gaussian_2d" else 1
+
     # ----------------------------------------------------------------- validation
     def problems(self) -> list[str]:
         """Everything wrong with the current input, each as a sentence with the fix."""
@@ -500,10 +505,11 @@ class SMCLab(param.Parameterized):
                 f"Particles N = {n:,} is more than this lab allows ({MAX_PARTICLES:,}); "
                 "the error of the filter falls like 1/√N, so 10,000 is usually plenty."
             )
-        elif n * self.num_steps > MAX_PARTICLE_STEPS:
+        elif n * self.num_steps * self.state_dimension > MAX_PARTICLE_STEPS:
+            cells = n * self.num_steps * self.state_dimension
             found.append(
-                f"N × T = {n:,} × {self.num_steps} would need about "
-                f"{n * self.num_steps * 24 / 1e9:.1f} GB; keep N × T below "
+                f"N × T × d = {n:,} × {self.num_steps} × {self.state_dimension} would need "
+                f"about {cells * 24 / 1e9:.1f} GB; keep N × T × d below "
                 f"{MAX_PARTICLE_STEPS:,} (fewer particles or fewer steps)."
             )
         elif self.smoother == "ffbsm" and n > MAX_FFBSM_PARTICLES:
