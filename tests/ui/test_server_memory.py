@@ -7,9 +7,11 @@ every lab) are opened and closed over the websocket protocol a browser uses
 second instead of fifteen. The server's resident memory after the 200 must be within
 10 % of its level after the first 10, once those have been discarded: by then every
 program is compiled and cached, so what grows after that is what sessions leave behind.
+The two levels are written to ``test-artifacts/server-memory.json``.
 """
 
 import gc
+import json
 import pathlib
 import subprocess
 import sys
@@ -50,7 +52,7 @@ def settled_memory_mb(process: psutil.Process) -> float:
     return process.memory_info().rss / 2**20
 
 
-def test_two_hundred_sessions_leave_memory_within_ten_percent():
+def test_two_hundred_sessions_leave_memory_within_ten_percent(artifacts):
     register_panel_models()
     port = free_port()
     server = subprocess.Popen(
@@ -73,6 +75,9 @@ def test_two_hundred_sessions_leave_memory_within_ten_percent():
         server.terminate()
         _, errors = server.communicate(timeout=30)
     growth = after / baseline - 1
+    figures = {"after_10_mb": round(baseline), "after_200_mb": round(after),
+               "growth_percent": round(100 * growth, 1)}  # fmt: skip
+    (artifacts / "server-memory.json").write_text(json.dumps(figures))
     assert growth < 0.10, (
         f"server memory grew {100 * growth:.1f} % over 190 sessions "
         f"({baseline:.0f} MB after 10, {after:.0f} MB after 200); stderr tail: {errors[-2000:]}"
