@@ -7,6 +7,8 @@ UI stack.
 
 import ast
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -107,3 +109,16 @@ def test_importing_the_package_loads_no_ui_library():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_importing_the_app_does_not_start_jax():
+    """``posteriorlab serve --num-procs 2`` forks after importing every lab: if an import
+    ran a JAX computation, XLA's threads would be running in the parent and the forked
+    server processes would hang on their first lab page."""
+    check = (
+        "import posteriorlab.cli, posteriorlab.dashboards.app\n"
+        "from jax._src import xla_bridge\n"
+        "posteriorlab.cli.enable_compilation_cache()\n"
+        "assert not xla_bridge._backends, 'a module computes with JAX at import'\n"
+    )
+    subprocess.run([sys.executable, "-c", check], check=True, timeout=120)

@@ -6,6 +6,7 @@ compiled once per process (and cached on disk across restarts) by a warm-up that
 the background as the server starts.
 """
 
+import os
 import pathlib
 import threading
 
@@ -285,6 +286,10 @@ def warm_up() -> None:
     TransformerLab(likelihood="norm")
 
 
+def start_warm_up() -> None:
+    threading.Thread(target=warm_up, name="posteriorlab-warmup", daemon=True).start()
+
+
 def serve(
     *,
     port: int,
@@ -296,13 +301,22 @@ def serve(
     warmup: bool = True,
     **server_options,
 ) -> None:
-    """Start the server and block; warm-up runs in a background thread.
+    """Start the server and block; warm-up runs in a background thread of each process.
+
+    With ``num_procs > 1`` Bokeh forks the server processes after binding the port, so
+    nothing before this call may start JAX's runtime (importing the labs does not; a
+    test holds that).
 
     ``server_options`` go to Bokeh's server, e.g. ``unused_session_lifetime_milliseconds``
     (how long a closed page's session is kept before it is discarded; 15 s by default).
     """
     if warmup and num_procs == 1:
-        threading.Thread(target=warm_up, name="posteriorlab-warmup", daemon=True).start()
+        start_warm_up()
+    elif warmup:
+        # Each forked server process compiles its own programs (from the disk cache
+        # after a first start). JAX must not have started in this parent: a process
+        # whose XLA threads are running cannot be forked safely.
+        os.register_at_fork(after_in_child=start_warm_up)
     pn.serve(
         {path.strip("/") or "/": page for path, page in PAGES.items()},
         port=port,

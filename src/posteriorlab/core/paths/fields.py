@@ -53,6 +53,7 @@ values are traced, so moving a mean, a weight or a schedule parameter never reco
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -62,7 +63,7 @@ from jax.scipy.special import logsumexp
 from posteriorlab.core import gmm
 from posteriorlab.core.paths.schedules import PathCoefficients, Schedule, coefficients
 
-_LOG_2PI = jnp.log(2.0 * jnp.pi)
+_LOG_2PI = math.log(2.0 * math.pi)
 
 
 class PathMarginal(NamedTuple):
