@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=5006, help="port to listen on (default 5006)")
     serve.add_argument("--address", default="localhost", help="address to bind (default localhost)")
     serve.add_argument("--num-procs", type=int, default=1, help="server processes (default 1)")
+    serve.add_argument("--num-threads", type=int, default=None,
+                       help="threads per process that handle page changes (default: one per core)")
     serve.add_argument(
         "--allow-websocket-origin",
         action="append",
@@ -232,6 +234,7 @@ def serve(args: argparse.Namespace) -> None:
         address=args.address,
         websocket_origin=sorted(set(origins)),
         num_procs=args.num_procs,
+        num_threads=args.num_threads,
         prefix=args.prefix,
         show=args.show,
         warmup=not args.no_warmup,

@@ -32,6 +32,9 @@ def test_summary_follows_the_lab(dashboard):
     assert "exact log Z (Kalman)" in before
     lab.num_particles = 256
     assert evidence_summary(lab.result) != before
+    assert replicates_summary(lab.replicate_result) == ""  # not while on the Particles tab
+    tabs = dashboard.main.select(pn.Tabs)[0]
+    tabs.active = tabs._names.index("Evidence")
     assert "N = 256" in replicates_summary(lab.replicate_result)
 
 
@@ -55,3 +58,14 @@ def test_controls_hide_parameters_the_model_ignores(dashboard):
 @pytest.mark.parametrize("page", [app.landing_page, app.smc_page])
 def test_pages_render(page):
     page().server_doc(Document())
+
+
+def test_replicates_run_only_while_the_evidence_tab_is_open(dashboard):
+    tabs = dashboard.main.select(pn.Tabs)[0]
+    assert tabs.active == 0
+    assert not dashboard.lab.replicates_shown
+    tabs.active = tabs._names.index("Evidence")
+    assert dashboard.lab.replicates_shown
+    assert dashboard.lab.replicate_result is not None
+    tabs.active = 0
+    assert not dashboard.lab.replicates_shown

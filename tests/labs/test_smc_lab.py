@@ -2,9 +2,12 @@
 
 import math
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from posteriorlab.dashboards.smc import replicates_summary
 from posteriorlab.labs import smc as smc_lab
 from posteriorlab.labs.smc import SMCLab, summarize_replicates
 
@@ -122,10 +125,60 @@ def test_replicate_summary_of_a_known_sample():
     errors = np.log(np.array([0.5, 1.0, 1.5]))
     summary = summarize_replicates(
         smc_lab.ReplicateResult(
-            log_evidence=log_z + errors, exact_log_evidence=log_z, num_particles=10, seconds=0.0
+            log_evidence=log_z + errors, exact_log_evidence=log_z, num_particles=10, seconds=0.0,
+            num_requested=3,
         )
     )
     assert summary.mean_ratio == pytest.approx(1.0)
     assert summary.ratio_standard_error == pytest.approx(0.5 / np.sqrt(3))
     assert summary.mean_log_error == pytest.approx(errors.mean())
     assert summary.jensen_prediction == pytest.approx(-errors.var(ddof=1) / 2)
+
+
+def test_superseded_replicates_stop_at_the_next_chunk(lab):
+    asked = []
+
+    def keep_going():
+        asked.append(True)
+        return len(asked) < 2  # a newer change arrives during the first chunk
+
+    assert lab.replicates == 2 * smc_lab.REPLICATE_CHUNK
+    observations = lab.result.observations
+    assert lab.compute_replicates(observations, None, keep_going=keep_going) is None
+    assert len(asked) == 2
+
+
+def test_replicates_stop_at_the_time_limit_and_say_so(lab, monkeypatch):
+    monkeypatch.setattr(smc_lab, "REPLICATE_TIME_LIMIT_S", 0.0)
+    replicates = lab.compute_replicates(lab.result.observations, None)
+    assert replicates.log_evidence.size == smc_lab.REPLICATE_CHUNK < lab.replicates
+    assert replicates.num_requested == lab.replicates
+    text = replicates_summary(replicates)
+    assert f"after {smc_lab.REPLICATE_CHUNK} of the {lab.replicates} replicates" in text
+    assert "stopped" not in replicates_summary(lab.replicate_result).lower()
+
+
+def test_chunked_replicates_equal_one_vmapped_call(lab):
+    """Splitting R into chunks changes nothing: replicate i always uses key i."""
+    model, annealing = lab._filter_settings()
+    keys = jax.random.split(jax.random.fold_in(jax.random.key(lab.seed), 1), lab.replicates)
+    whole = smc_lab.replicate_log_evidence(
+        keys, model, lab.result.observations, jnp.asarray(lab.ess_threshold), annealing,
+        num_particles=lab.num_particles, resampling=lab.resampling, proposal=lab.proposal,
+    )  # fmt: skip
+    np.testing.assert_allclose(lab.replicate_result.log_evidence, whole, rtol=1e-10)
+
+
+def test_replicates_wait_until_they_are_shown():
+    lab = SMCLab(replicates_shown=False, **SMALL)
+    assert lab.result is not None
+    assert lab.replicate_result is None
+    lab.seed = 5
+    assert lab.replicate_result is None
+    lab.replicates_shown = True  # e.g. the Evidence tab opened
+    shown = lab.replicate_result
+    assert shown.log_evidence.shape == (SMALL["replicates"],)
+    lab.replicates_shown = False
+    assert lab.replicate_result is shown  # nothing stale: kept
+    lab.seed = 6
+    assert lab.replicate_result is None  # the old ones belong to seed 5

@@ -42,9 +42,10 @@ def test_two_processes_each_serve_lab_pages():
         names = ["smc", "vi", "smc", "vi"]
         with ThreadPoolExecutor(len(names)) as pool:
             pages = list(pool.map(_get, [f"{base}/{name}" for name in names]))
-        for name, html in zip(names, pages):
+        for name, html in zip(names, pages, strict=True):
             assert f"posteriorlab · {LAB_TITLES[name]}" in html
-        worked = [child.cpu_times().user - start for child, start in zip(children, before)]
+        after = [child.cpu_times().user for child in children]
+        worked = [end - start for start, end in zip(before, after, strict=True)]
         assert all(seconds > 1.0 for seconds in worked), f"CPU seconds per process: {worked}"
     finally:
         # Bokeh's forking parent only waits on its children: stop them as well.

@@ -220,14 +220,18 @@ def forget_browser_callbacks(parts) -> None:
         Callback.registry.pop(viewable, None)
 
 
-def _run_on_next_tick(function) -> None:
-    pn.state.execute(function, schedule=True)
+def _run_in_background(function) -> None:
+    """Run a lab's second phase once its first is on the page: on one of the server's
+    threads when it has them (``serve`` gives it some), else on the next tick of the
+    event loop."""
+    pn.state.execute(function, schedule="thread" if pn.config.nthreads else True)
 
 
 def smc_page():
     """The SMC lab, its state mirrored in the URL (e.g. ``/smc?N=1000&seed=3``)."""
     _configure()
-    lab = SMCLab(run_later=_run_on_next_tick)
+    # The page opens on the Particles tab: the replicates wait for the Evidence tab.
+    lab = SMCLab(run_later=_run_in_background, replicates_shown=False)
     url_state = [(lab, smc_dashboard.URL_PARAMETERS)]
     return _lab_page("smc", smc_dashboard.SMCDashboard(lab=lab), url_state)
 
@@ -236,8 +240,8 @@ def paths_page():
     """The paths lab (e.g. ``/paths?schedule=cosine&steps=20``; the steering tab's state
     too, e.g. ``&lambda=0.5&N=256``)."""
     _configure()
-    lab = PathsLab(run_later=_run_on_next_tick)
-    steering = SteeringLab(paths=lab, compute=False, run_later=_run_on_next_tick)
+    lab = PathsLab(run_later=_run_in_background)
+    steering = SteeringLab(paths=lab, compute=False, run_later=_run_in_background)
     url_state = [
         (lab, paths_dashboard.URL_PARAMETERS),
         (steering, paths_dashboard.STEERING_URL_PARAMETERS),
@@ -296,6 +300,7 @@ def serve(
     address: str,
     websocket_origin,
     num_procs: int = 1,
+    num_threads: int | None = None,
     prefix: str = "",
     show: bool = False,
     warmup: bool = True,
@@ -307,9 +312,15 @@ def serve(
     nothing before this call may start JAX's runtime (importing the labs does not; a
     test holds that).
 
+    Each process handles its pages' changes on ``num_threads`` threads (default: one
+    per core), so one student's computation does not hold up another's page; JAX
+    releases Python's lock while it computes. A lab never runs two computations at once
+    and skips superseded ones (:mod:`posteriorlab.labs.scheduling`).
+
     ``server_options`` go to Bokeh's server, e.g. ``unused_session_lifetime_milliseconds``
     (how long a closed page's session is kept before it is discarded; 15 s by default).
     """
+    pn.config.nthreads = num_threads or os.cpu_count() or 1
     if warmup and num_procs == 1:
         start_warm_up()
     elif warmup:

@@ -15,6 +15,8 @@ from posteriorlab.dashboards.common import control_cards, error_alert, live_figu
 from posteriorlab.dashboards.export import export_card
 from posteriorlab.labs.smc import (
     ANIMATED_PARTICLE_STEPS,
+    REPLICATE_CHUNK,
+    REPLICATE_TIME_LIMIT_S,
     SMCLab,
     summarize_replicates,
     uses_parameter,
@@ -157,7 +159,7 @@ class SMCDashboard(pn.viewable.Viewer):
             pn.bind(replicates_summary, self.lab.param.replicate_result),
             sizing_mode="stretch_width",
         )
-        tabs = pn.Tabs(
+        pages = [
             (
                 "Particles",
                 pn.Column(
@@ -201,10 +203,19 @@ class SMCDashboard(pn.viewable.Viewer):
                     sizing_mode="stretch_width",
                 ),
             ),
-            dynamic=True,
-            sizing_mode="stretch_width",
-        )
+        ]
+        tabs = pn.Tabs(*pages, dynamic=True, sizing_mode="stretch_width")
+        self._show_replicates_with(tabs, [title for title, _ in pages].index("Evidence"))
         return pn.Column(INTRO, error, summary, tabs, sizing_mode="stretch_width")
+
+    def _show_replicates_with(self, tabs, evidence: int) -> None:
+        """Run the replicates only while tab ``evidence`` is open (they cost R filters)."""
+
+        def follow(*_):
+            self.lab.replicates_shown = tabs.active == evidence
+
+        tabs.param.watch(follow, ["active"])
+        follow()
 
     def _animation_tab(self):
         player = TrajectoryPlayer(sizing_mode="stretch_width", name="animation")
@@ -243,12 +254,19 @@ def replicates_summary(replicates) -> str:
     s = summarize_replicates(replicates)
     target = "Z" if s.exact else "mean Ẑ (no exact Z for this model)"
     r = replicates.log_evidence.size
+    stopped = (
+        f" **Stopped at the {REPLICATE_TIME_LIMIT_S:.0f} s limit after {r} of the "
+        f"{replicates.num_requested} replicates asked for**; lower R or N for all of them."
+        if r < replicates.num_requested
+        else ""
+    )
     return (
         f"Over **R = {r} replicates** with N = {replicates.num_particles}: mean Ẑ / {target} = "
         f"**{s.mean_ratio:.3f} ± {s.ratio_standard_error:.3f}** (s.e.; unbiased means 1); mean "
         f"log Ẑ − log Z = **{s.mean_log_error:+.3f}**, sd {s.sd_log_error:.3f}; Jensen's "
         f"log-normal approximation predicts −Var/2 = {s.jensen_prediction:+.3f}. "
-        f"({1000 * replicates.seconds:.0f} ms for all R filters in one vmapped call.)"
+        f"({1000 * replicates.seconds:.0f} ms for the R filters, vmapped "
+        f"{REPLICATE_CHUNK} at a time.){stopped}"
     )
 
 

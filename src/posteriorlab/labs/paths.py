@@ -39,6 +39,7 @@ from posteriorlab.core import gmm
 from posteriorlab.core.paths import fields, flow_matching, integrators, kinetic, schedules
 from posteriorlab.labs import mixture_rows
 from posteriorlab.labs.mixture_rows import ComponentRows, format_component
+from posteriorlab.labs.scheduling import Recomputation
 
 MAX_COMPONENTS = 8
 MAX_STEPS = 1000
@@ -489,8 +490,7 @@ class PathsLab(param.Parameterized):
     def __init__(self, compute: bool = True, run_later=None, **params):
         """``run_later(fn)`` runs the schedule comparison (default: at once)."""
         super().__init__(**params)
-        self._run_later = run_later or (lambda function: function())
-        self._generation = 0
+        self._recomputation = Recomputation(run_later)
         self._per_target = None
         self._training = None
         self._comparison_inputs = None
@@ -796,8 +796,11 @@ class PathsLab(param.Parameterized):
 
     # ----------------------------------------------------------------- updates
     def update(self) -> None:
-        """Validate, recompute the trajectories and fields, then schedule the comparison."""
-        self._generation += 1
+        """Validate, recompute the trajectories and fields, then schedule the comparison
+        (serialised and coalesced: :mod:`posteriorlab.labs.scheduling`)."""
+        self._recomputation.request(self._recompute)
+
+    def _recompute(self) -> None:
         found = self.problems()
         if not found:
             try:
@@ -813,11 +816,13 @@ class PathsLab(param.Parameterized):
         comparison_inputs = tuple(getattr(self, name) for name in self.COMPARISON_INPUTS)
         if comparison_inputs != self._comparison_inputs or self.comparison is None:
             self._comparison_inputs = comparison_inputs
-            generation = self._generation
-            self._run_later(lambda: self._update_comparison(generation))
+            self._recomputation.follow_up(self._update_comparison)
 
     def update_time(self) -> None:
         """Only the density and arrows depend on the time shown: recompute just those."""
+        self._recomputation.request(self._recompute_time, supersedes=False)
+
+    def _recompute_time(self) -> None:
         if self.result is None or self.error:
             return
         target = self.target()
@@ -831,9 +836,7 @@ class PathsLab(param.Parameterized):
             )
 
     def _update_comparison(self, generation: int) -> None:
-        if generation != self._generation:
-            return
         comparison = self.compute_comparison()
-        if generation == self._generation:
+        if self._recomputation.is_current(generation):
             with param.edit_constant(self):
                 self.comparison = comparison

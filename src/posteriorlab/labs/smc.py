@@ -30,6 +30,7 @@ import numpy as np
 import param
 
 from posteriorlab.core.smc import filtering, kalman, models, smoothing
+from posteriorlab.labs.scheduling import Deadline, Recomputation
 
 MODEL_LABELS = {
     "Linear-Gaussian, 1-D": "linear_gaussian_1d",
@@ -69,6 +70,8 @@ MAX_FFBSM_PARTICLES = 2_000
 MAX_REPLICATE_PARTICLE_STEPS = 50_000_000  # R × N × T (only evidences are kept)
 DISPLAYED_PARTICLES = 300  # particles per step sent to the page
 DISPLAYED_LINEAGES = 100
+REPLICATE_CHUNK = 10  # replicates per compiled call; R stops between chunks when superseded
+REPLICATE_TIME_LIMIT_S = 15.0  # the replicates stop here and show the ones done
 ANIMATED_PARTICLE_STEPS = 200_000  # particles × steps in the animation: 16 B each, 3.2 MB
 
 
@@ -106,10 +109,11 @@ class SMCResult(NamedTuple):
 class ReplicateResult(NamedTuple):
     """R independent filters on the same data: the spread of the evidence estimate."""
 
-    log_evidence: np.ndarray  # (R,) final log Ẑ of each replicate
+    log_evidence: np.ndarray  # (R,) final log Ẑ of each replicate run
     exact_log_evidence: float | None  # log Z (Kalman) when known
     num_particles: int
     seconds: float
+    num_requested: int  # R asked for; more than were run if the time limit stopped them
 
 
 def build_model(kind: str, rho, sigma_x, sigma_y):
@@ -291,22 +295,19 @@ def _running_log_evidence(info):
     return info.log_evidence
 
 
-@functools.partial(
-    jax.jit, static_argnames=("num_particles", "num_replicates", "resampling", "proposal")
-)
+@functools.partial(jax.jit, static_argnames=("num_particles", "resampling", "proposal"))
 def replicate_log_evidence(
-    key,
+    keys,
     model,
     observations,
     ess_threshold,
     annealing,
     *,
     num_particles,
-    num_replicates,
     resampling,
     proposal,
 ):
-    """Final log Ẑ of ``num_replicates`` independent filters, in one vmapped program."""
+    """Final log Ẑ of one independent filter per key, in one vmapped program."""
     run_one = functools.partial(
         filtering.run,
         model=model,
@@ -318,7 +319,7 @@ def replicate_log_evidence(
         annealing=annealing,
         record=_running_log_evidence,
     )
-    return jax.vmap(lambda k: run_one(k)[-1])(jax.random.split(key, num_replicates))
+    return jax.vmap(lambda k: run_one(k)[-1])(keys)
 
 
 @jax.jit
@@ -451,6 +452,14 @@ class SMCLab(param.Parameterized):
         label="Replicates R",
         doc="Independent filters run on the same data to show the spread of Ẑ.",
     )
+    replicates_shown = param.Boolean(
+        True,
+        precedence=-1,
+        doc=(
+            "Whether the replicates are wanted now. A page sets this from its Evidence "
+            "tab, so that the R extra filters run only while someone looks at them."
+        ),
+    )
 
     result = param.ClassSelector(class_=SMCResult, allow_None=True, constant=True)
     replicate_result = param.ClassSelector(class_=ReplicateResult, allow_None=True, constant=True)
@@ -482,11 +491,12 @@ class SMCLab(param.Parameterized):
         """``run_later(fn)`` runs the replicates (default: at once); ``compute=False`` defers
         the first computation to the first change or an explicit :meth:`update`."""
         super().__init__(**params)
-        self._run_later = run_later or (lambda function: function())
-        self._generation = 0
+        self._recomputation = Recomputation(run_later)
+        self._replicates_stale = False
         if compute:
             self.update()
         self.param.watch(lambda *_events: self.update(), list(self.INPUTS))
+        self.param.watch(self._replicates_shown_changed, ["replicates_shown"])
 
     @property
     def state_dimension(self) -> int:
@@ -635,38 +645,57 @@ class SMCLab(param.Parameterized):
             seconds=seconds,
         )
 
-    def compute_replicates(self, observations, exact_log_evidence) -> ReplicateResult:
-        """Final log Ẑ of ``replicates`` independent filters on ``observations``."""
+    def compute_replicates(
+        self, observations, exact_log_evidence, keep_going=lambda: True
+    ) -> ReplicateResult | None:
+        """Final log Ẑ of ``replicates`` independent filters on ``observations``.
+
+        They run :data:`REPLICATE_CHUNK` at a time. Before each chunk, ``keep_going()`` is
+        asked (``None`` is returned once it says no: a newer change has come), and after
+        :data:`REPLICATE_TIME_LIMIT_S` seconds the ones done so far are returned.
+        """
         model, annealing = self._filter_settings()
+        keys = jax.random.split(jax.random.fold_in(jax.random.key(self.seed), 1), self.replicates)
+        deadline = Deadline(REPLICATE_TIME_LIMIT_S)
         start = time.perf_counter()
-        log_evidence = np.asarray(
-            replicate_log_evidence(
-                jax.random.fold_in(jax.random.key(self.seed), 1),
+        chunks = []
+        for first in range(0, self.replicates, REPLICATE_CHUNK):
+            if not keep_going():
+                return None
+            if chunks and deadline.expired():
+                break
+            chunk = replicate_log_evidence(
+                keys[first : first + REPLICATE_CHUNK],
                 model,
                 observations,
                 jnp.asarray(self.ess_threshold),
                 annealing,
                 num_particles=self.num_particles,
-                num_replicates=self.replicates,
                 resampling=self.resampling,
                 proposal=self.proposal,
             )
-        )
+            chunks.append(np.asarray(chunk))
         return ReplicateResult(
-            log_evidence=log_evidence,
+            log_evidence=np.concatenate(chunks),
             exact_log_evidence=exact_log_evidence,
             num_particles=self.num_particles,
             seconds=time.perf_counter() - start,
+            num_requested=self.replicates,
         )
 
     def update(self) -> None:
-        """Validate, run the filter and publish it, then schedule the replicates.
+        """Recompute for the current inputs: validate, run the filter and publish it, then
+        run the replicates as a second phase.
 
-        The replicates are the heavier part; ``run_later`` (given at construction, e.g. the
-        server's next tick) lets the page show the filter first. Each update supersedes
-        the replicate runs still pending from earlier ones.
+        The replicates are the heavier part; ``run_later`` (given at construction, e.g. a
+        server thread) lets the page show the filter first, and while
+        ``replicates_shown`` is false they wait until it is set. Changes that arrive while a
+        computation runs are coalesced, and the replicates of a superseded change stop at
+        their next chunk (:mod:`posteriorlab.labs.scheduling`).
         """
-        self._generation += 1
+        self._recomputation.request(self._filter_and_publish)
+
+    def _filter_and_publish(self) -> None:
         found = self.problems()
         if not found:
             try:
@@ -679,17 +708,27 @@ class SMCLab(param.Parameterized):
             return
         with param.edit_constant(self):
             self.param.update(result=result, error="")
-        generation = self._generation
-        self._run_later(lambda: self._update_replicates(generation))
+        self._replicates_stale = True
+        if self.replicates_shown:
+            self._recomputation.follow_up(self._update_replicates)
+        elif self.replicate_result is not None:
+            with param.edit_constant(self):
+                self.replicate_result = None  # they belong to the previous inputs
+
+    def _replicates_shown_changed(self, event) -> None:
+        if event.new and self._replicates_stale and self.result is not None:
+            self._recomputation.follow_up(self._update_replicates)
 
     def _update_replicates(self, generation: int) -> None:
-        if generation != self._generation:
-            return  # a newer change has superseded this run
         exact = self.result.exact_log_evidence
+        is_current = self._recomputation.is_current
         replicates = self.compute_replicates(
-            self.result.observations, None if exact is None else float(exact[-1])
+            self.result.observations,
+            None if exact is None else float(exact[-1]),
+            keep_going=lambda: is_current(generation),
         )
-        if generation == self._generation:
+        if replicates is not None and is_current(generation):
+            self._replicates_stale = False
             with param.edit_constant(self):
                 self.replicate_result = replicates
 

@@ -50,6 +50,7 @@ import param
 from posteriorlab.core import gmm
 from posteriorlab.core.paths import integrators, kinetic, schedules, steering
 from posteriorlab.labs.paths import PathsLab, padded_mixture, parse_components, shrink
+from posteriorlab.labs.scheduling import Recomputation
 
 REPEATS = 12  # independent runs of best-of-N and RBF, to show where their answers land
 REFERENCE_DRAWS = 2000  # exact draws from the tilted target
@@ -308,8 +309,7 @@ class SteeringLab(param.Parameterized):
         if "paths" not in params:
             params["paths"] = PathsLab(compute=False)
         super().__init__(**params)
-        self._run_later = run_later or (lambda function: function())
-        self._generation = 0
+        self._recomputation = Recomputation(run_later)
         self._stale = True
         if compute:
             self.update()
@@ -324,12 +324,11 @@ class SteeringLab(param.Parameterized):
 
     def _catch_up(self, *_) -> None:
         if self.active and self._stale:
-            generation = self._generation
-            self._run_later(lambda: self._update_if_current(generation))
+            self._recomputation.follow_up(self._update_if_stale)
 
-    def _update_if_current(self, generation: int) -> None:
+    def _update_if_stale(self, _generation: int) -> None:
         """Update unless a newer change has already done so."""
-        if generation == self._generation and self._stale:
+        if self._stale:
             self.update()
 
     def problems(self) -> list[str]:
@@ -447,8 +446,11 @@ class SteeringLab(param.Parameterized):
         )
 
     def update(self) -> None:
-        """Validate, then run the three methods; keep the last good result on bad input."""
-        self._generation += 1
+        """Validate, then run the three methods; keep the last good result on bad input
+        (serialised and coalesced: :mod:`posteriorlab.labs.scheduling`)."""
+        self._recomputation.request(self._recompute)
+
+    def _recompute(self) -> None:
         self._stale = False
         found = self.problems()
         if not found:

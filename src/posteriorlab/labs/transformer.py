@@ -62,6 +62,7 @@ from posteriorlab.core.transformer import evaluation, inference, likelihoods, qu
 from posteriorlab.core.transformer import exact as dt_exact
 from posteriorlab.core.vi import families, objectives, optimize
 from posteriorlab.labs import mixture_rows
+from posteriorlab.labs.scheduling import Recomputation
 
 GRID_SIZE = 80
 EXACT_DRAWS = 4000
@@ -275,6 +276,7 @@ class TransformerLab(param.Parameterized):
 
     def __init__(self, network=None, distance_network=None, compute: bool = True, **params):
         super().__init__(**params)
+        self._recomputation = Recomputation()
         self._networks = {"linear_gaussian": network, "norm": distance_network}
         self._truth = None
         if compute:
@@ -445,7 +447,11 @@ class TransformerLab(param.Parameterized):
         return along[:, None] * a + noise[:, 1:] * np.array([-a[1], a[0]])
 
     def update(self) -> None:
-        """Recompute every answer, or explain what is wrong and keep the last result."""
+        """Recompute every answer, or explain what is wrong and keep the last result
+        (serialised and coalesced: :mod:`posteriorlab.labs.scheduling`)."""
+        self._recomputation.request(self._recompute)
+
+    def _recompute(self) -> None:
         found = self.problems()
         with param.edit_constant(self):
             self.error = " ".join(found)

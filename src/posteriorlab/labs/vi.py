@@ -38,6 +38,7 @@ import param
 
 from posteriorlab.core import gmm
 from posteriorlab.core.vi import exact, families, models, objectives, optimize, programs, variance
+from posteriorlab.labs.scheduling import Recomputation
 
 CHUNK_STEPS = 50
 MAX_STEPS = 20_000
@@ -294,6 +295,7 @@ class VILab(param.Parameterized):
 
     def __init__(self, compute: bool = True, **params):
         super().__init__(**params)
+        self._recomputation = Recomputation()
         self._fit = None
         self._numpyro_target = None
         if compute:
@@ -472,7 +474,13 @@ class VILab(param.Parameterized):
         return np.array([(weights * xs).sum(), (weights * ys).sum()]) / weights.sum()
 
     def restart(self) -> None:
-        """Start the fit again from the family's standard start (after any input change)."""
+        """Start the fit again from the family's standard start (after any input change).
+
+        Restarts and chunks never run at once (a served page takes its changes and its
+        fit's ticks on several threads): :mod:`posteriorlab.labs.scheduling`."""
+        self._recomputation.request(self._restart)
+
+    def _restart(self) -> None:
         found = self.problems()
         if found:
             with param.edit_constant(self):
@@ -496,6 +504,9 @@ class VILab(param.Parameterized):
 
     def advance(self) -> None:
         """Run one chunk of :data:`CHUNK_STEPS` steps and publish the new fit."""
+        self._recomputation.request(self._advance, supersedes=False)
+
+    def _advance(self) -> None:
         found = self.problems()
         if found or self._fit is None:
             with param.edit_constant(self):
