@@ -90,10 +90,15 @@ class ResourceSampler(threading.Thread):
         self.root = psutil.Process(pid)
         self.cpu: list[float] = []
         self.memory_mb: list[float] = []
+        self._known: dict[int, psutil.Process] = {}
         self._finish = threading.Event()
 
     def _tree(self):
-        return [self.root, *self.root.children(recursive=True)]
+        """The server and its forked processes, the same objects each time: a process's
+        CPU percent is measured since the previous call on that object."""
+        for child in self.root.children(recursive=True):
+            self._known.setdefault(child.pid, child)
+        return [self.root, *self._known.values()]
 
     def run(self) -> None:
         for process in self._tree():

@@ -179,7 +179,9 @@ class StudentSession(threading.Thread):
 def open_and_close(base_url: str, path: str) -> float:
     """Open one page as a browser would (pull, announce ready), close it; seconds taken."""
     opened = time.perf_counter()
-    session = pull_session(url=base_url.rstrip("/") + path)
+    page, _, query = path.partition("?")
+    arguments = dict(urllib.parse.parse_qsl(query)) or None  # e.g. /smc?N=100
+    session = pull_session(url=base_url.rstrip("/") + page, arguments=arguments)
     session.document.callbacks.send_event(DocumentReady())
     session._connection.force_roundtrip()  # the ready event has reached the server
     session.close()

@@ -2,11 +2,13 @@
 behind a shared link): every array of every lab's results, bit for bit, except the wall
 times they report; other seeds give other results (so the check can fail).
 
-Each process runs the labs as the server does (float32, the default JAX settings) with
-non-default settings and seeds, as a URL would set them.
+Each process runs the labs as the server does (float32, the default JAX settings, programs
+loaded from a disk cache after the first) with non-default settings and seeds, as a URL
+would set them.
 """
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -64,17 +66,24 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def fingerprints(seed_shift: int = 0) -> dict:
+def fingerprints(compilation_cache, seed_shift: int = 0) -> dict:
+    """The labs' fingerprints from a fresh process. The processes share a JAX disk cache
+    of compiled programs, as a server's processes and restarts do: the first compiles,
+    the others load what it compiled."""
+    environment = os.environ | {
+        "JAX_COMPILATION_CACHE_DIR": str(compilation_cache),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    }
     finished = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(seed_shift)],
-        check=True, capture_output=True, text=True, timeout=600,
+        check=True, capture_output=True, text=True, timeout=600, env=environment,
     )  # fmt: skip
     return json.loads(finished.stdout.strip().splitlines()[-1])
 
 
-def test_same_state_and_seed_give_the_same_results_in_another_process():
-    first, second = fingerprints(), fingerprints()
+def test_same_state_and_seed_give_the_same_results_in_another_process(tmp_path):
+    first, second = fingerprints(tmp_path), fingerprints(tmp_path)
     assert set(first) == {"smc", "paths", "vi", "transformer"}
     assert first == second
-    other_seeds = fingerprints(seed_shift=1)  # the fingerprints do see the results
+    other_seeds = fingerprints(tmp_path, seed_shift=1)  # the fingerprints do see the results
     assert all(other_seeds[lab] != first[lab] for lab in first)

@@ -28,9 +28,12 @@ from sessions import build_pages, open_and_close, register_panel_models  # noqa:
 
 pytestmark = [pytest.mark.slow]
 
-PAGES = ["/", "/smc", "/paths", "/vi", "/transformer"]
+# Small sizes: what a closed page leaves behind is its page objects (widgets, figures,
+# the lab), whatever the sizes; small ones keep the 200 pages quick.
+PAGES = ["/", "/smc?N=100&T=20", "/paths?trajectories=100&steps=10", "/vi", "/transformer?N=100"]
 SESSION_LIFETIME_MS = 1000
 SERVER = (
+    "from posteriorlab import cli; cli.enable_compilation_cache(); "
     "from posteriorlab.dashboards import app; "
     "app.serve(port={port}, address='localhost', websocket_origin=None, warmup=False, "
     f"unused_session_lifetime_milliseconds={SESSION_LIFETIME_MS}, "
