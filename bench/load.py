@@ -1,10 +1,14 @@
 """A class on one server: latency, CPU and memory of ``posteriorlab serve`` under load.
 
-Starts ``posteriorlab serve`` on a free localhost port, opens S simulated student
-sessions on one lab (websocket clients, :mod:`sessions`), and has each change the lab's
-seed once every ``--period`` seconds for ``--duration`` seconds, at the lab's default
-sizes. For S = 1, 10 and 30 (``--sessions``) and for ``--num-procs`` 1 and 2 it reports
+Starts ``posteriorlab serve`` on a free localhost port and opens S simulated student
+sessions on one lab at once (websocket clients, :mod:`sessions`), as a class does when the
+lecturer shares the link. Once every page is open, each student changes the lab's seed
+once every ``--period`` seconds for ``--duration`` seconds, at the lab's default sizes,
+the students' changes spread evenly over the period. For S = 1, 10 and 30
+(``--sessions``) and for ``--num-procs`` 1 and 2 it reports
 
+* how long the pages took to open (median and slowest): the server builds them one at a
+  time, so the last student of a class waits for all the others' pages;
 * the latency from a change to its figures arriving (p50 / p95 / max), and to the last
   figure data of that change (the SMC lab's replicates come in a second message);
 * how many changes were answered, how many were superseded by a newer change from the
@@ -13,7 +17,7 @@ sizes. For S = 1, 10 and 30 (``--sessions``) and for ``--num-procs`` 1 and 2 it 
 * the server's CPU (percent of one core, summed over its processes) and memory (resident
   set, summed), sampled every second.
 
-Everything stops by itself: each run lasts ``--duration`` plus at most
+Everything stops by itself: each run lasts the opening of the pages, ``--duration``, and at most
 ``--drain`` seconds, and the server is stopped after each configuration.
 
 Usage::
@@ -134,10 +138,11 @@ def run_configuration(lab: str, num_sessions: int, num_procs: int, duration: flo
         sampler = ResourceSampler(server.pid)
         sampler.start()
         client_cpu_start = psutil.Process().cpu_times()
+        class_opened = threading.Barrier(num_sessions)
         sessions = [
             StudentSession(url, control, duration=duration, period=period,
                            first_value=1 + 100_000 * index, drain=drain,
-                           start_delay=index * min(0.2, period / max(num_sessions, 1)))
+                           start_delay=index * period / num_sessions, class_opened=class_opened)
             for index in range(num_sessions)
         ]  # fmt: skip
         for session in sessions:
@@ -184,8 +189,10 @@ def run_configuration(lab: str, num_sessions: int, num_procs: int, duration: flo
 
 
 def print_row(row: dict) -> None:
+    opened = row["opened"]
+    opening = f"{np.median(opened):5.1f} {max(opened):5.1f}" if opened else "    —     —"
     print(
-        f"{row['sessions']:>4} {row['procs']:>5}  {percentiles(row['applied'])}  "
+        f"{row['sessions']:>4} {row['procs']:>5}  {opening}  {percentiles(row['applied'])}  "
         f"{percentiles(row['finished'])}  {row['sent']:>5} {row['answered']:>5} "
         f"{row['superseded']:>5} {row['unanswered']:>5}  {row['cpu']:5.0f} "
         f"{row['memory']:7.0f}  {row['client_cpu']:5.0f}"
@@ -201,8 +208,12 @@ def main() -> None:
     parser.add_argument("--num-procs", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of changes")
     parser.add_argument("--period", type=float, default=1.0, help="seconds between changes")
-    parser.add_argument("--drain", type=float, default=10.0,
-                        help="seconds allowed after the last change for its answer")
+    parser.add_argument(
+        "--drain",
+        type=float,
+        default=10.0,
+        help="seconds allowed after the last change for its answer",
+    )
     args = parser.parse_args()
     if args.duration > 600 or max(args.sessions) > 200:
         parser.error("keep --duration ≤ 600 s and --sessions ≤ 200 (the run must stay bounded)")
@@ -210,8 +221,8 @@ def main() -> None:
     print(f"lab {args.lab}: each session changes its seed every {args.period:g} s for "
           f"{args.duration:g} s; latency in ms from the change")  # fmt: skip
     print(
-        "sess procs  figures p50 p95   max  all data p50 p95   max   sent  ans.  supd. "
-        "lost   cpu% mem(MB) client%"
+        "sess procs open p50 max(s)  figures p50 p95   max  all data p50 p95   max   sent  "
+        "ans.  supd. lost   cpu% mem(MB) client%"
     )
     for num_procs in args.num_procs:
         for num_sessions in args.sessions:

@@ -13,18 +13,20 @@ server's work and the network, not the browser's drawing.
 
 Which change a reply belongs to
 -------------------------------
-Each change sets the lab's seed control to a value no earlier change used. The server
-applies a change and recomputes inside one Panel callback, and sends everything that
-callback changed together at its end: the figures' new data and the address, whose
-query string now carries the new seed. So the first address naming seed ``s`` marks the
-moment the figures for ``s`` were sent: ``Change.applied``. Figure data that keeps
-arriving before the next address (a lab's second, slower part, e.g. the SMC lab's
-replicates) extends ``Change.finished``. A change whose seed never reaches the address,
-because a newer one overtook it, was superseded: its work was skipped, not queued.
+Each change sets the lab's seed control to a value no earlier change used. A page that
+says which seed its figures show (the SMC lab's summary line, "Filter seed 5: …",
+changes in the same message as its figures) names the reply: the first message naming
+seed ``s`` marks ``Change.applied``, and figure data arriving before the next seed is
+named (a lab's second, slower part, e.g. the SMC lab's replicates) extends
+``Change.finished``. On other pages the address stands in: its query string carries the
+seed once the change is applied, and the figure data in or after that message are taken
+for that seed's. A change whose seed is never named, because a newer one overtook it,
+was superseded: its work was skipped, not queued.
 """
 
 import importlib
 import pkgutil
+import re
 import threading
 import time
 import urllib.parse
@@ -48,10 +50,11 @@ class LabControl(NamedTuple):
     path: str  # the page, e.g. "/smc"
     title: str  # the widget's title on the page
     url_key: str  # the query parameter the page writes the value to
+    shown: re.Pattern | None = None  # finds the value in the page's text about its figures
 
 
 LAB_CONTROLS = {
-    "smc": LabControl("/smc", "Filter seed", "seed"),
+    "smc": LabControl("/smc", "Filter seed", "seed", re.compile(r"Filter seed (\d+):")),
     "transformer": LabControl("/transformer", "Seed", "seed"),
     "vi": LabControl("/vi", "Seed", "seed"),
 }
@@ -62,8 +65,8 @@ class Change(NamedTuple):
 
     value: int
     sent: float
-    applied: float | None  # the address first named this value (figures sent with it)
-    finished: float | None  # the last figure data before the next address change
+    applied: float | None  # the first figure data for this value arrived
+    finished: float | None  # the last figure data for it, before the next address change
 
 
 def register_panel_models() -> None:
@@ -95,14 +98,19 @@ class StudentSession(threading.Thread):
     """One page held open for ``duration`` seconds, its control changed every ``period``.
 
     The session runs on its own thread and event loop. ``first_value`` makes its seeds
-    distinct from every other session's. After the last change it waits up to ``drain``
-    seconds for that change's answer, then closes. After :meth:`join`, ``changes`` lists what was
-    sent and answered, ``open_seconds`` how long the page took to pull, and ``error``
-    anything that went wrong.
+    distinct from every other session's. With ``class_opened`` (a barrier shared by the
+    sessions of one class) it starts changing only once every session's page is open, so
+    the changes meet a server that has finished building pages; ``start_delay`` then
+    offsets its changes within the period, so that a class's changes are spread out rather
+    than sent all at once. After the last change it waits up to ``drain`` seconds for that
+    change's answer, then closes. After :meth:`join`, ``changes`` lists what was sent and
+    answered, ``open_seconds`` how long the page took to pull, and ``error`` anything that
+    went wrong.
     """
 
     def __init__(self, base_url: str, control: LabControl, *, duration: float, period: float,
-                 first_value: int, drain: float = 10.0, start_delay: float = 0.0):  # fmt: skip
+                 first_value: int, drain: float = 10.0, start_delay: float = 0.0,
+                 class_opened: threading.Barrier | None = None):  # fmt: skip
         super().__init__(daemon=True)
         self.url = base_url.rstrip("/") + control.path
         self.control = control
@@ -111,20 +119,23 @@ class StudentSession(threading.Thread):
         self.first_value = first_value
         self.drain = drain
         self.start_delay = start_delay
+        self.class_opened = class_opened
         self.changes: list[Change] = []
         self.open_seconds: float | None = None
         self.error: str | None = None
         self._pending: dict[int, list] = {}  # value -> [sent, applied, finished]
         self._current: int | None = None  # the value the address shows now
+        self._message: list = []  # the events of the message being applied
 
     def run(self) -> None:
         try:
             self._run()
         except Exception as failure:  # a load test reports failures instead of dying
             self.error = f"{type(failure).__name__}: {failure}"
+            if self.class_opened is not None:
+                self.class_opened.abort()  # the others stop waiting for this one
 
     def _run(self) -> None:
-        time.sleep(self.start_delay)
         opened = time.perf_counter()
         session = pull_session(url=self.url)
         self.open_seconds = time.perf_counter() - opened
@@ -137,7 +148,19 @@ class StudentSession(threading.Thread):
             session.close()
             raise LookupError(f"no control titled {self.control.title!r} on {self.url}")
         document.on_change(self._on_change)
+        handle_patch = session._handle_patch
+
+        def handle_one_message(message):
+            self._message = []
+            handle_patch(message)  # calls _on_change for each of its events
+            self._on_message(time.perf_counter(), self._message)
+
+        session._handle_patch = handle_one_message
         document.callbacks.send_event(DocumentReady())
+        if self.class_opened is not None:
+            session._connection.force_roundtrip()  # the page is ready on the server
+            self.class_opened.wait(timeout=600)
+        time.sleep(self.start_delay)
         loop = session._connection.io_loop
         begin = time.perf_counter()
         values = iter(range(self.first_value, self.first_value + 1_000_000))
@@ -163,17 +186,33 @@ class StudentSession(threading.Thread):
         self.changes = [Change(value, *times) for value, times in self._pending.items()]
 
     def _on_change(self, event) -> None:
-        now = time.perf_counter()
-        if isinstance(event, ModelChangedEvent) and event.attr == "search":
-            query = urllib.parse.parse_qs(str(event.new).lstrip("?"))
-            values = query.get(self.control.url_key)
-            if values and values[0].isdigit() and int(values[0]) in self._pending:
-                self._current = int(values[0])
-                times = self._pending[self._current]
-                if times[1] is None:
-                    times[1] = times[2] = now
-        elif _is_figure_data(event) and self._current is not None:
-            self._pending[self._current][2] = now
+        self._message.append(event)
+
+    def _named_value(self, event) -> int | None:
+        """The control value that ``event`` says the page now shows, if it says one."""
+        if not isinstance(event, ModelChangedEvent):
+            return None
+        if self.control.shown is not None:
+            found = event.attr == "text" and self.control.shown.search(str(event.new))
+            return int(found.group(1)) if found else None
+        if event.attr == "search":
+            values = urllib.parse.parse_qs(str(event.new).lstrip("?")).get(self.control.url_key)
+            return int(values[0]) if values and values[0].isdigit() else None
+        return None
+
+    def _on_message(self, now: float, events) -> None:
+        """Attribute one message's figure data to the value shown by then."""
+        named = None
+        for event in events:
+            value = self._named_value(event)
+            if value in self._pending:
+                named = self._current = value
+        if named is not None and self._pending[named][1] is None:
+            self._pending[named][1] = now
+        if self._current is not None and any(_is_figure_data(event) for event in events):
+            times = self._pending[self._current]
+            times[1] = times[1] or now
+            times[2] = now
 
 
 def open_and_close(base_url: str, path: str) -> float:

@@ -30,6 +30,7 @@ def test_summary_follows_the_lab(dashboard):
     lab = dashboard.lab
     before = evidence_summary(lab.result)
     assert "exact log Z (Kalman)" in before
+    assert before.startswith("**Filter seed 0:**")
     lab.num_particles = 256
     assert evidence_summary(lab.result) != before
     assert replicates_summary(lab.replicate_result) == ""  # not while on the Particles tab

@@ -11,6 +11,7 @@ import pathlib
 import threading
 
 import panel as pn
+from panel.io.document import init_doc
 from panel.links import Callback
 
 from posteriorlab.dashboards import paths as paths_dashboard
@@ -70,10 +71,27 @@ LABS = {
 }
 
 ACCENT = "#1f77b4"
-# The Bootstrap template fetches nothing from outside the server (the Fast one loads a
-# web font), so a page loads at full speed on a network without the public font hosts.
-TEMPLATE = pn.template.BootstrapTemplate
 TEMPLATE_STYLE = dict(header_background=ACCENT)
+
+
+class Template(pn.template.BootstrapTemplate):
+    """The page template: Bootstrap, which fetches nothing from outside the server (the
+    Fast one loads a web font), so a page loads at full speed on a network without the
+    public font hosts.
+
+    Building a page adds a few hundred Bokeh models to its document, and each browser-side
+    link between widgets (an editable slider's box and its slider) would make Bokeh walk
+    the document's whole model graph again: about twenty walks per lab page. Holding the
+    graph frozen while the page is built leaves one walk, at the end.
+    """
+
+    def server_doc(self, doc=None, title=None, location=True):
+        document = init_doc(doc or pn.state.curdoc)
+        with document.models.freeze():
+            return super().server_doc(document, title, location)
+
+
+TEMPLATE = Template
 
 
 def _configure() -> None:

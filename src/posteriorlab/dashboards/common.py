@@ -1,9 +1,82 @@
 """Pieces every lab page shares."""
 
+import threading
+
 import holoviews as hv
+import numpy as np
 import panel as pn
+import param
 
 from posteriorlab.plots.style import framewise
+
+
+class PageCopy(param.Parameterized):
+    """The values of some of a lab's parameters as its page shows them.
+
+    A served lab computes on a worker thread and sets its results there. Were the figures
+    bound to the lab itself, every figure would queue a redraw of its own on the page's
+    event loop, and each redraw would walk the page's whole model graph once more. Under
+    load the loop falls behind, and the redraws of results that newer ones have already
+    replaced would still all run.
+
+    The copy has one parameter per name in ``names``, with the lab's value. When the lab
+    changes them, the copy queues one callback on the page's event loop. That callback
+    applies the newest value of every parameter changed since the last one. It applies
+    them all at once, with the document held and frozen, so the page gets one
+    recomputation of its model graph and one message. A result replaced before the loop
+    reached it is never drawn. Without a server session (a notebook, a test) the copy
+    follows the lab at once.
+    """
+
+    def __init__(self, lab: param.Parameterized, names):
+        super().__init__()
+        for name in names:
+            self.param.add_parameter(name, param.Parameter(getattr(lab, name)))
+        self._document = pn.state.curdoc
+        self._lock = threading.Lock()
+        self._pending: dict = {}
+        lab.param.watch(self._lab_changed, list(names))
+
+    def _lab_changed(self, *events) -> None:
+        with self._lock:
+            queued = bool(self._pending)
+            self._pending.update({event.name: event.new for event in events})
+        document = self._document
+        if document is None or document.session_context is None:
+            self._apply()
+        elif not queued:
+            document.add_next_tick_callback(self._apply)
+
+    def _apply(self) -> None:
+        with self._lock:
+            values, self._pending = self._pending, {}
+        with pn.io.hold(self._document, freeze=True):
+            self.param.update(**values)
+
+
+class _Latest(param.Parameterized):
+    value = param.Parameter()
+
+
+def while_tab_open(source, tabs: pn.Tabs, index: int):
+    """The parameter ``source``, passed on only while tab ``index`` of ``tabs`` is open.
+
+    For content that costs real work to build and send but cannot be seen from the other
+    tabs (an animation's megabytes of positions): a new value of ``source`` reaches it
+    when it comes, if the tab is open, or else when the tab is next opened. Returns a
+    parameter to bind to, as ``source`` would be.
+    """
+    latest = _Latest()
+
+    def refresh(*_):
+        value = getattr(source.owner, source.name)
+        if tabs.active == index and value is not latest.value:
+            latest.value = value
+
+    source.owner.param.watch(refresh, source.name)
+    tabs.param.watch(refresh, "active")
+    refresh()
+    return latest.param.value
 
 
 def error_alert(lab, name: str = "error") -> pn.pane.Alert:
@@ -11,6 +84,7 @@ def error_alert(lab, name: str = "error") -> pn.pane.Alert:
 
     Labs validate their input and put what is wrong (and the fix) in ``error`` instead
     of raising, keeping their last good result; this is where the student reads it.
+    ``lab`` may also be a :class:`PageCopy` of the lab.
     """
     return pn.pane.Alert(
         pn.bind(lambda message: f"**Input problem:** {message}", lab.param.error),
@@ -21,12 +95,48 @@ def error_alert(lab, name: str = "error") -> pn.pane.Alert:
     )
 
 
-def live_figure(source, function, *args, min_height: int = 380) -> pn.pane.HoloViews:
+def live_figure(source, function, *args, min_height: int = 380, reads=None):
     """A figure redrawn by ``function(value, *args)`` whenever the parameter ``source``
     (e.g. ``lab.param.result``) changes; every layer rescales to each new frame. The
-    pane's ``object`` is the DynamicMap (a stream such as a tap attaches to it)."""
+    pane's ``object`` is the DynamicMap (a stream such as a tap attaches to it).
+
+    ``reads(value)``, when given, returns the parts of a value the figure draws (a tuple
+    of arrays): a new value whose parts equal the drawn ones leaves the figure alone, as a
+    new filter seed leaves the figure of the data.
+    """
+    if reads is not None:
+        source = _when_parts_change(source, reads)
     dynamic = hv.DynamicMap(pn.bind(lambda value: framewise(function(value, *args)), source))
+    # Each value is new: hashing its arrays to look up an earlier figure would only cost time.
+    dynamic.callback.memoize = False
     return pn.pane.HoloViews(dynamic, sizing_mode="stretch_width", min_height=min_height)
+
+
+def _when_parts_change(source, reads):
+    """The parameter ``source``, passed on only when ``reads`` of its value changes."""
+    latest = _Latest(value=getattr(source.owner, source.name))
+
+    def parts(value):
+        return None if value is None else reads(value)
+
+    def same(these, those) -> bool:
+        if these is None or those is None:
+            return these is those
+        return len(these) == len(those) and all(
+            np.array_equal(a, b, equal_nan=True) for a, b in zip(these, those, strict=True)
+        )
+
+    drawn = parts(latest.value)
+
+    def refresh(event):
+        nonlocal drawn
+        new = parts(event.new)
+        if not same(new, drawn):
+            drawn = new
+            latest.value = event.new
+
+    source.owner.param.watch(refresh, source.name)
+    return latest.param.value
 
 
 def control_cards(lab, groups, widgets, collapsed=()) -> pn.Column:

@@ -9,7 +9,7 @@ import panel as pn
 import param
 from posteriorlab_widgets import TrajectoryPlayer
 
-from posteriorlab.dashboards.common import control_cards, error_alert
+from posteriorlab.dashboards.common import PageCopy, control_cards, error_alert, while_tab_open
 from posteriorlab.dashboards.export import export_card
 from posteriorlab.labs.paths import ANIMATED_TRAJECTORY_POINTS, SCHEDULE_NAMES, PathsLab
 from posteriorlab.labs.steering import SteeringLab
@@ -142,6 +142,9 @@ class PathsDashboard(pn.viewable.Viewer):
         if "steering" not in params:
             params["steering"] = SteeringLab(paths=params["lab"], compute=False)
         super().__init__(**params)
+        # What the page shows of the labs' results, updated once per batch (PageCopy).
+        self.shown = PageCopy(self.lab, ["result", "comparison", "training_result", "error"])
+        self.steering_shown = PageCopy(self.steering, ["result", "error"])
         self._controls = self._build_controls()
         self._main = self._build_main()
 
@@ -175,7 +178,7 @@ class PathsDashboard(pn.viewable.Viewer):
         so until the result exists, and whenever it is reset to ``None`` (a new network),
         a short note stands in its place.
         """
-        owner = self.lab if owner is None else owner
+        owner = self.shown if owner is None else owner
         holder = pn.Column(sizing_mode="stretch_width", min_height=380)
 
         def live_figure():
@@ -207,12 +210,13 @@ class PathsDashboard(pn.viewable.Viewer):
             self.lab.add_component(x, y)
 
     def _build_main(self):
-        error = error_alert(self.lab)
+        error = error_alert(self.shown)
         summary = pn.pane.Markdown(
-            pn.bind(result_summary, self.lab.param.result),
+            pn.bind(result_summary, self.shown.param.result),
             sizing_mode="stretch_width",
             name="summary",
         )
+        player = TrajectoryPlayer(canvas_height=560, sizing_mode="stretch_width", name="animation")
         time_slider = pn.widgets.FloatSlider.from_param(
             self.lab.param.time, sizing_mode="stretch_width"
         )
@@ -230,7 +234,7 @@ class PathsDashboard(pn.viewable.Viewer):
                     sizing_mode="stretch_width",
                 ),
             ),
-            ("Animation", self._animation_tab()),
+            ("Animation", self._animation_tab(player)),
             (
                 "Schedules",
                 pn.Column(
@@ -252,6 +256,8 @@ class PathsDashboard(pn.viewable.Viewer):
             sizing_mode="stretch_width",
         )
         steering_tab = len(tabs) - 1
+        # The animation's trajectories are packed and sent only while its tab is open.
+        player.follow(while_tab_open(self.shown.param.result, tabs, 1), animation_frames)
 
         def follow_tab(*_):
             self.steering.active = tabs.active == steering_tab
@@ -260,11 +266,9 @@ class PathsDashboard(pn.viewable.Viewer):
         follow_tab()
         return pn.Column(INTRO, error, summary, tabs, sizing_mode="stretch_width")
 
-    def _animation_tab(self):
-        player = TrajectoryPlayer(canvas_height=560, sizing_mode="stretch_width", name="animation")
-        player.follow(self.lab.param.result, animation_frames)
+    def _animation_tab(self, player):
         caption = pn.pane.Markdown(
-            pn.bind(animation_caption, self.lab.param.result), sizing_mode="stretch_width"
+            pn.bind(animation_caption, self.shown.param.result), sizing_mode="stretch_width"
         )
         return pn.Column(TAB_TEXT["Animation"], caption, player, sizing_mode="stretch_width")
 
@@ -280,7 +284,7 @@ class PathsDashboard(pn.viewable.Viewer):
             width=260,
         )
         status = pn.pane.Markdown(
-            pn.bind(training_summary, self.lab.param.training_result),
+            pn.bind(training_summary, self.shown.param.training_result),
             sizing_mode="stretch_width",
             name="training summary",
         )
@@ -305,15 +309,15 @@ class PathsDashboard(pn.viewable.Viewer):
             show_name=False,
             width=290,
         )
-        error = error_alert(steering, "steering error")
+        error = error_alert(self.steering_shown, "steering error")
         table = pn.pane.Markdown(
-            pn.bind(steering_summary, steering.param.result),
+            pn.bind(steering_summary, self.steering_shown.param.result),
             sizing_mode="stretch_width",
             name="steering summary",
         )
 
         def plot(function):
-            return self._map(function, owner=steering)
+            return self._map(function, owner=self.steering_shown)
 
         return pn.Column(
             TAB_TEXT["Steering"],

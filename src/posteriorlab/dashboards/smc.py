@@ -1,9 +1,10 @@
 """The SMC dashboard: a thin Panel view over :class:`posteriorlab.labs.smc.SMCLab`.
 
 Widgets are built from the lab's parameters (labels, ranges and help come from there);
-figures are HoloViews DynamicMaps bound to the lab's results, so an update replaces the
-data of the existing plots instead of rebuilding them. The dashboard holds no state of
-its own: a new session makes a new lab and a new dashboard.
+figures are HoloViews DynamicMaps bound to the lab's results as the page shows them (a
+:class:`~posteriorlab.dashboards.common.PageCopy`, updated once per batch of results), so
+an update replaces the data of the existing plots instead of rebuilding them. The
+dashboard holds no state of its own: a new session makes a new lab and a new dashboard.
 """
 
 import numpy as np
@@ -11,7 +12,13 @@ import panel as pn
 import param
 from posteriorlab_widgets import TrajectoryPlayer
 
-from posteriorlab.dashboards.common import control_cards, error_alert, live_figure
+from posteriorlab.dashboards.common import (
+    PageCopy,
+    control_cards,
+    error_alert,
+    live_figure,
+    while_tab_open,
+)
 from posteriorlab.dashboards.export import export_card
 from posteriorlab.labs.smc import (
     ANIMATED_PARTICLE_STEPS,
@@ -108,6 +115,7 @@ class SMCDashboard(pn.viewable.Viewer):
         if "lab" not in params:
             params["lab"] = SMCLab()
         super().__init__(**params)
+        self.shown = PageCopy(self.lab, ["result", "replicate_result", "error"])
         self._controls = self._build_controls()
         self._main = self._build_main()
 
@@ -129,10 +137,13 @@ class SMCDashboard(pn.viewable.Viewer):
         return self._controls
 
     # ----------------------------------------------------------------- main area
-    def _plot(self, function, *args, source="result"):
-        """A DynamicMap redrawn from the lab's ``source`` result by ``function``."""
+    def _plot(self, function, *args, source="result", reads=None):
+        """A DynamicMap redrawn from the lab's ``source`` result by ``function`` (when the
+        parts ``reads`` names change, if given)."""
 
-        return live_figure(self.lab.param[source], function, *args, min_height=300)
+        return live_figure(
+            self.shown.param[source], function, *args, min_height=300, reads=reads
+        )
 
     def _replicate_plot(self, function):
         """A figure of the replicates, or a note while they are still running."""
@@ -146,17 +157,19 @@ class SMCDashboard(pn.viewable.Viewer):
                 min_height=300,
             )
 
-        return pn.panel(pn.bind(draw, self.lab.param.replicate_result), sizing_mode="stretch_width")
+        replicates = self.shown.param.replicate_result
+        return pn.panel(pn.bind(draw, replicates), sizing_mode="stretch_width")
 
     def _build_main(self):
-        error = error_alert(self.lab)
+        error = error_alert(self.shown)
+        player = TrajectoryPlayer(sizing_mode="stretch_width", name="animation")
         summary = pn.pane.Markdown(
-            pn.bind(evidence_summary, self.lab.param.result),
+            pn.bind(evidence_summary, self.shown.param.result),
             sizing_mode="stretch_width",
             name="summary",
         )
         replicate_summary = pn.pane.Markdown(
-            pn.bind(replicates_summary, self.lab.param.replicate_result),
+            pn.bind(replicates_summary, self.shown.param.replicate_result),
             sizing_mode="stretch_width",
         )
         pages = [
@@ -164,7 +177,7 @@ class SMCDashboard(pn.viewable.Viewer):
                 "Particles",
                 pn.Column(
                     TAB_TEXT["Particles"],
-                    self._plot(figures.data_plot),
+                    self._plot(figures.data_plot, reads=lambda r: (r.states, r.observations)),
                     self._plot(figures.particle_cloud_plot),
                     self._plot(figures.ess_plot),
                     sizing_mode="stretch_width",
@@ -188,7 +201,7 @@ class SMCDashboard(pn.viewable.Viewer):
                     sizing_mode="stretch_width",
                 ),
             ),
-            ("Animation", self._animation_tab()),
+            ("Animation", self._animation_tab(player)),
             (
                 "Evidence",
                 pn.Column(
@@ -205,7 +218,13 @@ class SMCDashboard(pn.viewable.Viewer):
             ),
         ]
         tabs = pn.Tabs(*pages, dynamic=True, sizing_mode="stretch_width")
-        self._show_replicates_with(tabs, [title for title, _ in pages].index("Evidence"))
+        titles = [title for title, _ in pages]
+        self._show_replicates_with(tabs, titles.index("Evidence"))
+        # The animation's N × T positions are packed and sent only while its tab is open.
+        player.follow(
+            while_tab_open(self.shown.param.result, tabs, titles.index("Animation")),
+            animation_frames,
+        )
         return pn.Column(INTRO, error, summary, tabs, sizing_mode="stretch_width")
 
     def _show_replicates_with(self, tabs, evidence: int) -> None:
@@ -217,11 +236,9 @@ class SMCDashboard(pn.viewable.Viewer):
         tabs.param.watch(follow, ["active"])
         follow()
 
-    def _animation_tab(self):
-        player = TrajectoryPlayer(sizing_mode="stretch_width", name="animation")
-        player.follow(self.lab.param.result, animation_frames)
+    def _animation_tab(self, player):
         caption = pn.pane.Markdown(
-            pn.bind(animation_caption, self.lab.param.result), sizing_mode="stretch_width"
+            pn.bind(animation_caption, self.shown.param.result), sizing_mode="stretch_width"
         )
         return pn.Column(TAB_TEXT["Animation"], caption, player, sizing_mode="stretch_width")
 
@@ -234,11 +251,12 @@ class SMCDashboard(pn.viewable.Viewer):
 
 
 def evidence_summary(result) -> str:
-    """One line of numbers: log Ẑ against log Z, ESS, resampling count, time."""
+    """One line of numbers: which run is shown (its seed), log Ẑ against log Z, ESS,
+    resampling count, time."""
     if result is None:
         return ""
     estimate = float(result.log_evidence[-1])
-    parts = [f"**log-evidence** log Ẑ = {estimate:.3f}"]
+    parts = [f"**Filter seed {result.seed}:** log-evidence log Ẑ = {estimate:.3f}"]
     if result.exact_log_evidence is not None:
         exact = float(result.exact_log_evidence[-1])
         parts.append(f"exact log Z (Kalman) = {exact:.3f}, error {estimate - exact:+.3f}")

@@ -14,7 +14,7 @@ import numpy as np
 import panel as pn
 import param
 
-from posteriorlab.dashboards.common import control_cards, error_alert, live_figure
+from posteriorlab.dashboards.common import PageCopy, control_cards, error_alert, live_figure
 from posteriorlab.dashboards.export import export_card
 from posteriorlab.labs.transformer import TransformerLab
 from posteriorlab.plots import transformer as figures
@@ -73,6 +73,7 @@ class TransformerDashboard(pn.viewable.Viewer):
         if "lab" not in params:
             params["lab"] = TransformerLab()
         super().__init__(**params)
+        self.shown = PageCopy(self.lab, ["result", "error"])  # what the page shows, per batch
         self._controls = control_cards(self.lab, CONTROL_GROUPS, WIDGETS)
         self._controls.append(export_card(self.lab, "posteriorlab-transformer.csv", result_table))
         self._main = self._build_main()
@@ -93,7 +94,7 @@ class TransformerDashboard(pn.viewable.Viewer):
         return self._controls
 
     def _figure(self, function, *args, clickable=False):
-        pane = live_figure(self.lab.param.result, function, *args, min_height=360)
+        pane = live_figure(self.shown.param.result, function, *args, min_height=360)
         if clickable:
             tap = hv.streams.SingleTap(source=pane.object)
             tap.add_subscriber(self._add_observation)
@@ -105,7 +106,7 @@ class TransformerDashboard(pn.viewable.Viewer):
 
     def _build_main(self):
         def markdown(function, name):
-            return pn.pane.Markdown(pn.bind(function, self.lab.param.result),
+            return pn.pane.Markdown(pn.bind(function, self.shown.param.result),
                                     sizing_mode="stretch_width", name=name)  # fmt: skip
 
         grid = pn.GridBox(
@@ -114,7 +115,7 @@ class TransformerDashboard(pn.viewable.Viewer):
         )  # fmt: skip
         return pn.Column(
             INTRO,
-            error_alert(self.lab),
+            error_alert(self.shown),
             markdown(note, "note"),
             markdown(scores_table, "scores"),
             pn.Row(

@@ -12,7 +12,7 @@ import numpy as np
 import panel as pn
 import param
 
-from posteriorlab.dashboards.common import control_cards, error_alert, live_figure
+from posteriorlab.dashboards.common import PageCopy, control_cards, error_alert, live_figure
 from posteriorlab.dashboards.export import export_card
 from posteriorlab.labs.vi import CHUNK_STEPS, VILab
 from posteriorlab.plots import vi as figures
@@ -89,6 +89,7 @@ class VIDashboard(pn.viewable.Viewer):
         if "lab" not in params:
             params["lab"] = VILab()
         super().__init__(**params)
+        self.shown = PageCopy(self.lab, ["result", "error"])  # what the page shows, per batch
         self._callback = None
         self._controls = self._build_controls()
         self._main = self._build_main()
@@ -142,11 +143,11 @@ class VIDashboard(pn.viewable.Viewer):
 
     # ----------------------------------------------------------------- main area
     def _figure(self, function):
-        return live_figure(self.lab.param.result, function)
+        return live_figure(self.shown.param.result, function)
 
     def _build_main(self):
         summary = pn.pane.Markdown(
-            pn.bind(fit_summary, self.lab.param.result), sizing_mode="stretch_width",
+            pn.bind(fit_summary, self.shown.param.result), sizing_mode="stretch_width",
             name="summary",
         )  # fmt: skip
         tabs = pn.Tabs(
@@ -168,7 +169,7 @@ class VIDashboard(pn.viewable.Viewer):
                 pn.Column(
                     TAB_TEXT["Gradients"],
                     pn.pane.Markdown(
-                        pn.bind(variance_summary, self.lab.param.result),
+                        pn.bind(variance_summary, self.shown.param.result),
                         sizing_mode="stretch_width",
                         name="variance summary",
                     ),  # fmt: skip
@@ -179,7 +180,7 @@ class VIDashboard(pn.viewable.Viewer):
             dynamic=True,
             sizing_mode="stretch_width",
         )
-        return pn.Column(INTRO, error_alert(self.lab), summary, tabs, sizing_mode="stretch_width")
+        return pn.Column(INTRO, error_alert(self.shown), summary, tabs, sizing_mode="stretch_width")
 
     @property
     def main(self):

@@ -103,6 +103,7 @@ class SMCResult(NamedTuple):
     num_particles: int
     ess_threshold: float
     smoother: str
+    seed: int  # the filter's seed
     seconds: float  # wall time of the filter and smoother
 
 
@@ -642,6 +643,7 @@ class SMCLab(param.Parameterized):
             num_particles=self.num_particles,
             ess_threshold=self.ess_threshold,
             smoother=self.smoother,
+            seed=self.seed,
             seconds=seconds,
         )
 

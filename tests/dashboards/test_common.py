@@ -1,0 +1,106 @@
+"""The pieces every lab page shares: what reaches the page of a lab's results, and when."""
+
+import holoviews as hv
+import numpy as np
+import panel as pn
+import param
+import pytest
+from bokeh.document import Document
+from panel.io.state import set_curdoc
+
+from posteriorlab.dashboards.common import PageCopy, live_figure, while_tab_open
+
+
+class Lab(param.Parameterized):
+    result = param.Parameter(None)
+    error = param.String("")
+
+
+@pytest.fixture
+def served_document(monkeypatch):
+    """A document that behaves as a served page's: it has a session, and its next-tick
+    callbacks wait in ``document.queued`` until the test runs them (as the event loop would)."""
+    monkeypatch.setattr(Document, "session_context", property(lambda self: object()))
+    document = Document()
+    document.queued = []
+    monkeypatch.setattr(document, "add_next_tick_callback", document.queued.append)
+    return document
+
+
+def test_a_page_copy_follows_its_lab_at_once_without_a_server():
+    lab = Lab()
+    copy = PageCopy(lab, ["result", "error"])
+    lab.result = 1
+    lab.param.update(result=2, error="bad")
+    assert (copy.result, copy.error) == (2, "bad")
+
+
+def test_a_served_copy_applies_only_the_newest_results_in_one_callback(served_document):
+    lab = Lab(result=0)
+    with set_curdoc(served_document):
+        copy = PageCopy(lab, ["result", "error"])
+    drawn = []
+    copy.param.watch(lambda event: drawn.append(event.new), "result")
+    for value in (1, 2, 3):  # three results while the event loop is busy elsewhere
+        lab.result = value
+    lab.error = "late"
+    assert copy.result == 0
+    assert len(served_document.queued) == 1
+    served_document.queued.pop()()
+    assert drawn == [3]
+    assert copy.error == "late"
+    lab.result = 4  # the next result queues a callback of its own
+    assert len(served_document.queued) == 1
+
+
+def test_while_tab_open_passes_values_on_only_to_an_open_tab():
+    lab = Lab(result="first")
+    tabs = pn.Tabs(("A", pn.pane.Markdown("a")), ("B", pn.pane.Markdown("b")))
+    gated = while_tab_open(lab.param.result, tabs, 1)
+    received = []
+    gated.owner.param.watch(lambda event: received.append(event.new), gated.name)
+    assert getattr(gated.owner, gated.name) is None  # tab B is closed
+    lab.result = "second"
+    assert received == []
+    tabs.active = 1
+    assert received == ["second"]  # opening the tab delivers the newest value
+    tabs.active = 0
+    tabs.active = 1
+    assert received == ["second"]  # reopening without a new value sends nothing again
+    lab.result = "third"
+    assert received == ["second", "third"]
+
+
+def test_a_live_figure_that_reads_parts_redraws_only_when_they_change():
+    lab = Lab(result={"data": np.arange(3.0), "seed": 0})
+    calls = []
+
+    def draw(result):
+        calls.append(result["seed"])
+        return hv.Curve(result["data"])
+
+    pane = live_figure(lab.param.result, draw, reads=lambda r: (r["data"],))
+    pane.get_root(Document())
+    lab.result = {"data": np.arange(3.0), "seed": 1}  # equal data: nothing to redraw
+    lab.result = {"data": np.arange(3.0) + 1, "seed": 2}
+    assert calls == [0, 2]
+    assert pane.object.callback.memoize is False  # results are never looked up by hash
+
+
+def test_building_a_lab_page_walks_its_model_graph_once(monkeypatch):
+    """Bokeh re-walks a document's models after each change to their links; the page
+    template holds the walks back until the page is built (about twenty otherwise)."""
+    from bokeh.document.models import DocumentModelManager
+
+    from posteriorlab.dashboards import app
+
+    walks = []
+    recompute = DocumentModelManager.recompute
+    monkeypatch.setattr(
+        DocumentModelManager, "recompute", lambda self: walks.append(1) or recompute(self)
+    )
+    document = Document()
+    with set_curdoc(document):
+        app.smc_page().server_doc(document)
+    assert len(document.roots) > 0
+    assert len(walks) == 1
