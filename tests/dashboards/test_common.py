@@ -18,10 +18,14 @@ class Lab(param.Parameterized):
 
 @pytest.fixture
 def served_document(monkeypatch):
-    """A document that behaves as a served page's: it has a session, and its next-tick
-    callbacks wait in ``document.queued`` until the test runs them (as the event loop would)."""
-    monkeypatch.setattr(Document, "session_context", property(lambda self: object()))
+    """A document that behaves as a served page's: it has a session (until the test sets
+    ``document.closed``), and its next-tick callbacks wait in ``document.queued`` until the
+    test runs them, as the event loop would."""
+    monkeypatch.setattr(
+        Document, "session_context", property(lambda self: None if self.closed else object())
+    )
     document = Document()
+    document.closed = False
     document.queued = []
     monkeypatch.setattr(document, "add_next_tick_callback", document.queued.append)
     return document
@@ -51,6 +55,16 @@ def test_a_served_copy_applies_only_the_newest_results_in_one_callback(served_do
     assert copy.error == "late"
     lab.result = 4  # the next result queues a callback of its own
     assert len(served_document.queued) == 1
+
+
+def test_a_copy_drops_results_that_arrive_after_its_page_closed(served_document):
+    lab = Lab(result=0)
+    with set_curdoc(served_document):
+        copy = PageCopy(lab, ["result"])
+    served_document.closed = True
+    lab.result = 1  # a computation that finished after the student closed the tab
+    assert served_document.queued == []
+    assert copy.result == 0
 
 
 def test_while_tab_open_passes_values_on_only_to_an_open_tab():

@@ -33,19 +33,22 @@ class PageCopy(param.Parameterized):
         for name in names:
             self.param.add_parameter(name, param.Parameter(getattr(lab, name)))
         self._document = pn.state.curdoc
+        self._served = self._document is not None and self._document.session_context is not None
         self._lock = threading.Lock()
         self._pending: dict = {}
         lab.param.watch(self._lab_changed, list(names))
 
     def _lab_changed(self, *events) -> None:
+        if not self._served:
+            self.param.update(**{event.name: event.new for event in events})
+            return
+        if self._document.session_context is None:
+            return  # the page was closed while the lab computed: nothing to draw
         with self._lock:
             queued = bool(self._pending)
             self._pending.update({event.name: event.new for event in events})
-        document = self._document
-        if document is None or document.session_context is None:
-            self._apply()
-        elif not queued:
-            document.add_next_tick_callback(self._apply)
+        if not queued:
+            self._document.add_next_tick_callback(self._apply)
 
     def _apply(self) -> None:
         with self._lock:
