@@ -8,7 +8,7 @@ import pytest
 from bokeh.document import Document
 from panel.io.state import set_curdoc
 
-from posteriorlab.dashboards.common import PageCopy, live_figure, while_tab_open
+from posteriorlab.dashboards.common import live_figure, page_copy, while_tab_open
 
 
 class Lab(param.Parameterized):
@@ -33,16 +33,26 @@ def served_document(monkeypatch):
 
 def test_a_page_copy_follows_its_lab_at_once_without_a_server():
     lab = Lab()
-    copy = PageCopy(lab, ["result", "error"])
+    copy = page_copy(lab, ["result", "error"])
     lab.result = 1
     lab.param.update(result=2, error="bad")
     assert (copy.result, copy.error) == (2, "bad")
 
 
+def test_each_copy_keeps_its_own_values():
+    """Copies share a class per set of names; a value of one never shows in another."""
+    first, second, third = Lab(result="first"), Lab(result="second"), Lab(result="third")
+    copies = [page_copy(first, ["result", "error"]), page_copy(second, ["result"]),
+              page_copy(third, ["result", "error"])]  # fmt: skip
+    assert [copy.result for copy in copies] == ["first", "second", "third"]
+    second.result = "changed"
+    assert [copy.result for copy in copies] == ["first", "changed", "third"]
+
+
 def test_a_served_copy_applies_only_the_newest_results_in_one_callback(served_document):
     lab = Lab(result=0)
     with set_curdoc(served_document):
-        copy = PageCopy(lab, ["result", "error"])
+        copy = page_copy(lab, ["result", "error"])
     drawn = []
     copy.param.watch(lambda event: drawn.append(event.new), "result")
     for value in (1, 2, 3):  # three results while the event loop is busy elsewhere
@@ -60,7 +70,7 @@ def test_a_served_copy_applies_only_the_newest_results_in_one_callback(served_do
 def test_a_copy_drops_results_that_arrive_after_its_page_closed(served_document):
     lab = Lab(result=0)
     with set_curdoc(served_document):
-        copy = PageCopy(lab, ["result"])
+        copy = page_copy(lab, ["result"])
     served_document.closed = True
     lab.result = 1  # a computation that finished after the student closed the tab
     assert served_document.queued == []

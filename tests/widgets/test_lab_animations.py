@@ -4,6 +4,7 @@ particles with their genealogy, trajectories from noise to data, and a bounded s
 import jax
 import jax.numpy as jnp
 import numpy as np
+import panel as pn
 import pytest
 from posteriorlab_widgets import pack_trajectory
 from posteriorlab_widgets.trajectory import message_bytes
@@ -150,10 +151,28 @@ def test_paths_animation_plays_in_the_plots_window(paths_result):
     assert "all 300 trajectories over 20 steps" in paths_dashboard.animation_caption(paths_result)
 
 
+def test_the_animation_is_sent_only_while_its_tab_is_open():
+    lab = paths_lab.PathsLab(num_trajectories=100, num_steps=10)
+    dashboard = paths_dashboard.PathsDashboard(lab=lab)
+    player = dashboard.main.select(lambda o: getattr(o, "name", None) == "animation")[0]
+    tabs = dashboard.main.select(pn.Tabs)[0]
+    sent = []
+    player.param.watch(lambda event: sent.append(event.new), "trajectory")
+    lab.seed = 3
+    assert sent == []  # the Trajectories tab is open
+    tabs.active = tabs._names.index("Animation")
+    assert sent == [pack_trajectory(**_packing(paths_dashboard.animation_frames(lab.result)))]
+    tabs.active = 0
+    lab.seed = 4
+    assert len(sent) == 1
+
+
 def test_moving_the_time_slider_neither_resends_nor_restarts_the_animation():
     lab = paths_lab.PathsLab(num_trajectories=100, num_steps=10)
     dashboard = paths_dashboard.PathsDashboard(lab=lab)
     player = dashboard.main.select(lambda o: getattr(o, "name", None) == "animation")[0]
+    tabs = dashboard.main.select(pn.Tabs)[0]
+    tabs.active = tabs._names.index("Animation")
     sent = []
     player.param.watch(lambda event: sent.append(event.new), "trajectory")
     lab.time = 0.3  # a new result with the same trajectories

@@ -1,5 +1,6 @@
 """Pieces every lab page shares."""
 
+import functools
 import threading
 
 import holoviews as hv
@@ -26,17 +27,18 @@ class PageCopy(param.Parameterized):
     recomputation of its model graph and one message. A result replaced before the loop
     reached it is never drawn. Without a server session (a notebook, a test) the copy
     follows the lab at once.
+
+    Make one with :func:`page_copy`, which gives it its parameters.
     """
 
-    def __init__(self, lab: param.Parameterized, names):
-        super().__init__()
-        for name in names:
-            self.param.add_parameter(name, param.Parameter(getattr(lab, name)))
+    def __init__(self, lab: param.Parameterized):
+        names = [name for name in self.param if name != "name"]
+        super().__init__(**{name: getattr(lab, name) for name in names})
         self._document = pn.state.curdoc
         self._served = self._document is not None and self._document.session_context is not None
         self._lock = threading.Lock()
         self._pending: dict = {}
-        lab.param.watch(self._lab_changed, list(names))
+        lab.param.watch(self._lab_changed, names)
 
     def _lab_changed(self, *events) -> None:
         if not self._served:
@@ -55,6 +57,19 @@ class PageCopy(param.Parameterized):
             values, self._pending = self._pending, {}
         with pn.io.hold(self._document, freeze=True):
             self.param.update(**values)
+
+
+def page_copy(lab: param.Parameterized, names) -> PageCopy:
+    """A :class:`PageCopy` of the parameters ``names`` of ``lab``."""
+    return _page_copy_class(tuple(names))(lab)
+
+
+@functools.cache
+def _page_copy_class(names: tuple[str, ...]) -> type[PageCopy]:
+    # Parameters belong to a class: one subclass per set of names, shared by every page
+    # that copies that set (each copy holds its own values).
+    parameters = {name: param.Parameter(None) for name in names}
+    return type("PageCopy_" + "_".join(names), (PageCopy,), parameters)
 
 
 class _Latest(param.Parameterized):

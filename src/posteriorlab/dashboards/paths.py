@@ -9,7 +9,7 @@ import panel as pn
 import param
 from posteriorlab_widgets import TrajectoryPlayer
 
-from posteriorlab.dashboards.common import PageCopy, control_cards, error_alert, while_tab_open
+from posteriorlab.dashboards.common import control_cards, error_alert, page_copy, while_tab_open
 from posteriorlab.dashboards.export import export_card
 from posteriorlab.labs.paths import ANIMATED_TRAJECTORY_POINTS, SCHEDULE_NAMES, PathsLab
 from posteriorlab.labs.steering import SteeringLab
@@ -143,8 +143,8 @@ class PathsDashboard(pn.viewable.Viewer):
             params["steering"] = SteeringLab(paths=params["lab"], compute=False)
         super().__init__(**params)
         # What the page shows of the labs' results, updated once per batch (PageCopy).
-        self.shown = PageCopy(self.lab, ["result", "comparison", "training_result", "error"])
-        self.steering_shown = PageCopy(self.steering, ["result", "error"])
+        self.shown = page_copy(self.lab, ["result", "comparison", "training_result", "error"])
+        self.steering_shown = page_copy(self.steering, ["result", "error"])
         self._controls = self._build_controls()
         self._main = self._build_main()
 
@@ -257,7 +257,10 @@ class PathsDashboard(pn.viewable.Viewer):
         )
         steering_tab = len(tabs) - 1
         # The animation's trajectories are packed and sent only while its tab is open.
-        player.follow(while_tab_open(self.shown.param.result, tabs, 1), animation_frames)
+        animation_tab = next(i for i, tab in enumerate(tabs) if player in tab)
+        player.follow(
+            while_tab_open(self.shown.param.result, tabs, animation_tab), animation_frames
+        )
 
         def follow_tab(*_):
             self.steering.active = tabs.active == steering_tab

@@ -13,10 +13,10 @@ import param
 from posteriorlab_widgets import TrajectoryPlayer
 
 from posteriorlab.dashboards.common import (
-    PageCopy,
     control_cards,
     error_alert,
     live_figure,
+    page_copy,
     while_tab_open,
 )
 from posteriorlab.dashboards.export import export_card
@@ -115,7 +115,7 @@ class SMCDashboard(pn.viewable.Viewer):
         if "lab" not in params:
             params["lab"] = SMCLab()
         super().__init__(**params)
-        self.shown = PageCopy(self.lab, ["result", "replicate_result", "error"])
+        self.shown = page_copy(self.lab, ["result", "replicate_result", "error"])
         self._controls = self._build_controls()
         self._main = self._build_main()
 

@@ -14,7 +14,7 @@ import numpy as np
 import panel as pn
 import param
 
-from posteriorlab.dashboards.common import PageCopy, control_cards, error_alert, live_figure
+from posteriorlab.dashboards.common import control_cards, error_alert, live_figure, page_copy
 from posteriorlab.dashboards.export import export_card
 from posteriorlab.labs.transformer import TransformerLab
 from posteriorlab.plots import transformer as figures
@@ -73,7 +73,7 @@ class TransformerDashboard(pn.viewable.Viewer):
         if "lab" not in params:
             params["lab"] = TransformerLab()
         super().__init__(**params)
-        self.shown = PageCopy(self.lab, ["result", "error"])  # what the page shows, per batch
+        self.shown = page_copy(self.lab, ["result", "error"])  # what the page shows, per batch
         self._controls = control_cards(self.lab, CONTROL_GROUPS, WIDGETS)
         self._controls.append(export_card(self.lab, "posteriorlab-transformer.csv", result_table))
         self._main = self._build_main()

@@ -12,7 +12,7 @@ import numpy as np
 import panel as pn
 import param
 
-from posteriorlab.dashboards.common import PageCopy, control_cards, error_alert, live_figure
+from posteriorlab.dashboards.common import control_cards, error_alert, live_figure, page_copy
 from posteriorlab.dashboards.export import export_card
 from posteriorlab.labs.vi import CHUNK_STEPS, VILab
 from posteriorlab.plots import vi as figures
@@ -89,7 +89,7 @@ class VIDashboard(pn.viewable.Viewer):
         if "lab" not in params:
             params["lab"] = VILab()
         super().__init__(**params)
-        self.shown = PageCopy(self.lab, ["result", "error"])  # what the page shows, per batch
+        self.shown = page_copy(self.lab, ["result", "error"])  # what the page shows, per batch
         self._callback = None
         self._controls = self._build_controls()
         self._main = self._build_main()
