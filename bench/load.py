@@ -208,12 +208,8 @@ def main() -> None:
     parser.add_argument("--num-procs", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of changes")
     parser.add_argument("--period", type=float, default=1.0, help="seconds between changes")
-    parser.add_argument(
-        "--drain",
-        type=float,
-        default=10.0,
-        help="seconds allowed after the last change for its answer",
-    )
+    parser.add_argument("--drain", type=float, default=10.0,
+                        help="seconds allowed after the last change for its answer")
     args = parser.parse_args()
     if args.duration > 600 or max(args.sessions) > 200:
         parser.error("keep --duration ≤ 600 s and --sessions ≤ 200 (the run must stay bounded)")

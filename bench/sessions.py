@@ -124,7 +124,7 @@ class StudentSession(threading.Thread):
         self.open_seconds: float | None = None
         self.error: str | None = None
         self._pending: dict[int, list] = {}  # value -> [sent, applied, finished]
-        self._current: int | None = None  # the value the address shows now
+        self._current: int | None = None  # the value the page says it shows now
         self._message: list = []  # the events of the message being applied
 
     def run(self) -> None:
@@ -202,13 +202,10 @@ class StudentSession(threading.Thread):
 
     def _on_message(self, now: float, events) -> None:
         """Attribute one message's figure data to the value shown by then."""
-        named = None
         for event in events:
             value = self._named_value(event)
             if value in self._pending:
-                named = self._current = value
-        if named is not None and self._pending[named][1] is None:
-            self._pending[named][1] = now
+                self._current = value
         if self._current is not None and any(_is_figure_data(event) for event in events):
             times = self._pending[self._current]
             times[1] = times[1] or now

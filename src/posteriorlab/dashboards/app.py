@@ -91,8 +91,6 @@ class Template(pn.template.BootstrapTemplate):
             return super().server_doc(document, title, location)
 
 
-TEMPLATE = Template
-
 
 def _configure() -> None:
     # Sliders recompute on release, not on every pixel of a drag.
@@ -142,7 +140,7 @@ def landing_page():
         "and draws the **exact answer** beside the approximation wherever one exists. Every "
         "view's settings live in its URL: copy the address to share exactly what you see."
     )
-    return TEMPLATE(
+    return Template(
         title="posteriorlab",
         main=[intro, pn.FlexBox(*cards)],
         **TEMPLATE_STYLE,
@@ -194,7 +192,7 @@ def _lab_page(name: str, dashboard, url_state):
         "**Address problem:** " + " ".join(problems), alert_type="warning",
         visible=bool(problems), sizing_mode="stretch_width",
     )  # fmt: skip
-    page = TEMPLATE(
+    page = Template(
         title=f"posteriorlab · {LABS[name]['title']}",
         sidebar=[dashboard.controls],
         main=[alert, dashboard.main],

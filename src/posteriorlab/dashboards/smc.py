@@ -141,9 +141,7 @@ class SMCDashboard(pn.viewable.Viewer):
         """A DynamicMap redrawn from the lab's ``source`` result by ``function`` (when the
         parts ``reads`` names change, if given)."""
 
-        return live_figure(
-            self.shown.param[source], function, *args, min_height=300, reads=reads
-        )
+        return live_figure(self.shown.param[source], function, *args, min_height=300, reads=reads)
 
     def _replicate_plot(self, function):
         """A figure of the replicates, or a note while they are still running."""
