@@ -5,6 +5,7 @@ import csv
 import io
 
 import numpy as np
+import panel as pn
 import pytest
 
 from posteriorlab.dashboards import export
@@ -28,6 +29,17 @@ def test_smc_rows_are_the_time_steps():
     assert len(rows) == lab.result.ess.size
     assert float(rows[3]["filtering_mean_1"]) == pytest.approx(lab.result.filtering_mean[3, 0])
     assert "exact_log_evidence" in rows[0]
+
+
+def test_the_smc_export_holds_the_smoother_the_page_has_not_run():
+    lab = SMCLab(num_particles=200, smoothing_shown=False)  # as a served page makes it
+    dashboard = smc_dashboard.SMCDashboard(lab=lab)
+    assert dashboard.lab.result.smoothing_mean is None  # the page is on its Particles tab
+    (download,) = dashboard.controls.select(pn.widgets.FileDownload)
+    rows = list(csv.DictReader(io.StringIO(download.callback().read().decode())))
+    complete = dashboard.lab.complete_result()
+    assert float(rows[3]["smoothing_mean_1"]) == pytest.approx(complete.smoothing_mean[3, 0])
+    assert float(rows[3]["filtering_mean_1"]) == pytest.approx(complete.filtering_mean[3, 0])
 
 
 def test_paths_rows_are_the_trajectories():

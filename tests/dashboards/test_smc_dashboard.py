@@ -70,3 +70,19 @@ def test_replicates_run_only_while_the_evidence_tab_is_open(dashboard):
     assert dashboard.lab.replicate_result is not None
     tabs.active = 0
     assert not dashboard.lab.replicates_shown
+
+
+def test_the_smoother_runs_only_while_the_estimates_tab_is_open(dashboard):
+    tabs = dashboard.main.select(pn.Tabs)[0]
+    lab = dashboard.lab
+    assert not lab.smoothing_shown
+    lab.seed = 3
+    assert lab.result.smoothing_mean is None
+    assert "smoother: Estimates tab" in evidence_summary(lab.result)
+    tabs.active = tabs._names.index("Estimates")
+    assert lab.smoothing_shown
+    assert lab.result.smoothing_mean is not None
+    assert "filter + smoother took" in evidence_summary(lab.result)
+    tabs.active = 0
+    lab.seed = 4
+    assert lab.result.smoothing_mean is None

@@ -182,3 +182,30 @@ def test_replicates_wait_until_they_are_shown():
     assert lab.replicate_result is shown  # nothing stale: kept
     lab.seed = 6
     assert lab.replicate_result is None  # the old ones belong to seed 5
+
+
+def test_the_smoother_waits_until_it_is_shown_and_leaves_the_filter_alone():
+    lab = SMCLab(smoothing_shown=False, **SMALL)
+    filtered_only = lab.result
+    assert filtered_only.smoothing_mean is None
+    assert filtered_only.smoothing_var is None
+    lab.smoothing_shown = True  # e.g. the Estimates tab opened: the same run, now smoothed
+    smoothed = lab.result
+    assert smoothed is not filtered_only
+    assert smoothed.smoothing_mean.shape == smoothed.filtering_mean.shape
+    for name in ("displayed_particles", "ess", "filtering_mean", "log_evidence"):
+        np.testing.assert_array_equal(getattr(smoothed, name), getattr(filtered_only, name))
+    lab.smoothing_shown = False
+    assert lab.result is smoothed  # nothing stale: kept
+    lab.seed = 3
+    assert lab.result.smoothing_mean is None
+
+
+def test_an_unsmoothed_result_is_completed_for_the_same_run():
+    lab = SMCLab(smoothing_shown=False, **SMALL)
+    complete = lab.complete_result()
+    np.testing.assert_array_equal(complete.filtering_mean, lab.result.filtering_mean)
+    np.testing.assert_array_equal(
+        complete.smoothing_mean, SMCLab(smoothing_shown=True, **SMALL).result.smoothing_mean
+    )
+    assert lab.result.smoothing_mean is None  # the page's result is left as it was

@@ -246,8 +246,9 @@ def _run_in_background(function) -> None:
 def smc_page():
     """The SMC lab, its state mirrored in the URL (e.g. ``/smc?N=1000&seed=3``)."""
     _configure()
-    # The page opens on the Particles tab: the replicates wait for the Evidence tab.
-    lab = SMCLab(run_later=_run_in_background, replicates_shown=False)
+    # The page opens on the Particles tab: the replicates wait for the Evidence tab, the
+    # smoother for the Estimates tab.
+    lab = SMCLab(run_later=_run_in_background, replicates_shown=False, smoothing_shown=False)
     url_state = [(lab, smc_dashboard.URL_PARAMETERS)]
     return _lab_page("smc", smc_dashboard.SMCDashboard(lab=lab), url_state)
 

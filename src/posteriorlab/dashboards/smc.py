@@ -124,7 +124,12 @@ class SMCDashboard(pn.viewable.Viewer):
         self.lab.param.watch(self._hide_unused, "model")
         self._hide_unused()
         cards = control_cards(self.lab, CONTROL_GROUPS, WIDGETS, collapsed=("Entropic annealing",))
-        cards.append(export_card(self.lab, "posteriorlab-smc.csv", result_table))
+        # The export holds the smoothed moments even when the page has not computed them.
+        cards.append(
+            export_card(
+                self.lab, "posteriorlab-smc.csv", lambda _: result_table(self.lab.complete_result())
+            )
+        )
         return cards
 
     def _hide_unused(self, *_):
@@ -217,7 +222,7 @@ class SMCDashboard(pn.viewable.Viewer):
         ]
         tabs = pn.Tabs(*pages, dynamic=True, sizing_mode="stretch_width")
         titles = [title for title, _ in pages]
-        self._show_replicates_with(tabs, titles.index("Evidence"))
+        self._compute_only_for(tabs, titles)
         # The animation's N × T positions are packed and sent only while its tab is open.
         player.follow(
             while_tab_open(self.shown.param.result, tabs, titles.index("Animation")),
@@ -225,11 +230,15 @@ class SMCDashboard(pn.viewable.Viewer):
         )
         return pn.Column(INTRO, error, summary, tabs, sizing_mode="stretch_width")
 
-    def _show_replicates_with(self, tabs, evidence: int) -> None:
-        """Run the replicates only while tab ``evidence`` is open (they cost R filters)."""
+    def _compute_only_for(self, tabs, titles) -> None:
+        """Run the replicates (R filters) only while the Evidence tab is open, and the
+        smoother (FFBSm: twice the filter) only while the Estimates tab is."""
 
         def follow(*_):
-            self.lab.replicates_shown = tabs.active == evidence
+            self.lab.param.update(
+                replicates_shown=tabs.active == titles.index("Evidence"),
+                smoothing_shown=tabs.active == titles.index("Estimates"),
+            )
 
         tabs.param.watch(follow, ["active"])
         follow()
@@ -259,7 +268,10 @@ def evidence_summary(result) -> str:
         exact = float(result.exact_log_evidence[-1])
         parts.append(f"exact log Z (Kalman) = {exact:.3f}, error {estimate - exact:+.3f}")
     parts.append(f"resampled at {int(result.resampled.sum())} of {result.resampled.size} steps")
-    parts.append(f"filter + smoother took {1000 * result.seconds:.0f} ms")
+    if result.smoothing_mean is None:
+        parts.append(f"filter took {1000 * result.seconds:.0f} ms (smoother: Estimates tab)")
+    else:
+        parts.append(f"filter + smoother took {1000 * result.seconds:.0f} ms")
     return " · ".join(parts)
 
 
@@ -336,7 +348,7 @@ def result_table(result) -> dict:
         ("filtering_mean", result.filtering_mean),
         ("filtering_sd", np.sqrt(result.filtering_var)),
         ("smoothing_mean", result.smoothing_mean),
-        ("smoothing_sd", np.sqrt(result.smoothing_var)),
+        ("smoothing_sd", None if result.smoothing_var is None else np.sqrt(result.smoothing_var)),
         ("exact_filtering_mean", result.exact_filtering_mean),
         ("exact_smoothing_mean", result.exact_smoothing_mean),
     ]:  # fmt: skip

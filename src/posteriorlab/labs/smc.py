@@ -92,8 +92,8 @@ class SMCResult(NamedTuple):
     surviving_lineages: np.ndarray  # (T,) distinct ancestors of the final particles
     filtering_mean: np.ndarray  # (T, d) Σ W_t x_t
     filtering_var: np.ndarray  # (T, d)
-    smoothing_mean: np.ndarray  # (T, d)
-    smoothing_var: np.ndarray  # (T, d)
+    smoothing_mean: np.ndarray | None  # (T, d), or None when the smoother was not run
+    smoothing_var: np.ndarray | None  # (T, d), or None when the smoother was not run
     log_evidence: np.ndarray  # (T,) running log Ẑ_{0:t}
     exact_log_evidence: np.ndarray | None  # (T,) running log Z_{0:t} (Kalman), or None
     exact_filtering_mean: np.ndarray | None
@@ -102,9 +102,9 @@ class SMCResult(NamedTuple):
     exact_smoothing_var: np.ndarray | None
     num_particles: int
     ess_threshold: float
-    smoother: str
+    smoother: str  # the smoother chosen (see smoothing_mean for whether it ran)
     seed: int  # the filter's seed
-    seconds: float  # wall time of the filter and smoother
+    seconds: float  # wall time of the filter (and of the smoother when it ran)
 
 
 class ReplicateResult(NamedTuple):
@@ -251,7 +251,12 @@ def filter_and_smooth(
     proposal,
     smoother,
 ):
-    """One particle filter, its genealogy and a smoother, reduced to what the page draws."""
+    """One particle filter, its genealogy and a smoother, reduced to what the page draws.
+
+    ``smoother=None`` skips the smoother (FFBSm alone costs twice the filter at the
+    default N): the smoothing moments are then ``None``. The keys are split the same way
+    either way, so the filter's part of the answer does not depend on it.
+    """
     key_filter, key_smooth, key_display = jax.random.split(key, 3)
     key_animate = jax.random.fold_in(key_display, 1)
     info = filtering.run(
@@ -265,7 +270,7 @@ def filter_and_smooth(
         annealing=annealing,
     )
     filtered = smoothing.marginal_moments(info.particles, info.log_weights)
-    smoothed = _smoothed_moments(key_smooth, model, info, smoother)
+    smoothed = None if smoother is None else _smoothed_moments(key_smooth, model, info, smoother)
     shown = jax.random.permutation(key_display, num_particles)[:DISPLAYED_PARTICLES]
     lineage_paths = smoothing.genealogy_smoother(info).paths[:, shown[:DISPLAYED_LINEAGES]]
     num_steps = observations.shape[0]
@@ -286,8 +291,8 @@ def filter_and_smooth(
         surviving_lineages=filtering.count_surviving_lineages(info.ancestors),
         filtering_mean=filtered.means,
         filtering_var=filtered.variances,
-        smoothing_mean=smoothed.means,
-        smoothing_var=smoothed.variances,
+        smoothing_mean=None if smoothed is None else smoothed.means,
+        smoothing_var=None if smoothed is None else smoothed.variances,
         log_evidence=info.log_evidence,
     )
 
@@ -462,6 +467,16 @@ class SMCLab(param.Parameterized):
         ),
     )
 
+    smoothing_shown = param.Boolean(
+        True,
+        precedence=-1,
+        doc=(
+            "Whether the smoothed moments are wanted now. A page sets this from its "
+            "Estimates tab: elsewhere the smoother (FFBSm costs about twice the filter) is "
+            "not run, and the result's smoothing moments are None."
+        ),
+    )
+
     result = param.ClassSelector(class_=SMCResult, allow_None=True, constant=True)
     replicate_result = param.ClassSelector(class_=ReplicateResult, allow_None=True, constant=True)
     error = param.String(
@@ -498,6 +513,7 @@ class SMCLab(param.Parameterized):
             self.update()
         self.param.watch(lambda *_events: self.update(), list(self.INPUTS))
         self.param.watch(self._replicates_shown_changed, ["replicates_shown"])
+        self.param.watch(self._smoothing_shown_changed, ["smoothing_shown"])
 
     @property
     def state_dimension(self) -> int:
@@ -613,8 +629,11 @@ class SMCLab(param.Parameterized):
         )
         return model, annealing
 
-    def compute_filter(self) -> SMCResult:
-        """Run the filter and the smoother, and the exact answer when there is one."""
+    def compute_filter(self, smoothing: bool | None = None) -> SMCResult:
+        """Run the filter, the smoother if ``smoothing`` (default: ``smoothing_shown``),
+        and the exact answer when there is one."""
+        if smoothing is None:
+            smoothing = self.smoothing_shown
         states, observations = self.data()
         model, annealing = self._filter_settings()
         start = time.perf_counter()
@@ -627,7 +646,7 @@ class SMCLab(param.Parameterized):
             num_particles=self.num_particles,
             resampling=self.resampling,
             proposal=self.proposal,
-            smoother=self.smoother,
+            smoother=self.smoother if smoothing else None,
         )
         summary = jax.tree.map(np.asarray, summary)
         seconds = time.perf_counter() - start
@@ -720,6 +739,18 @@ class SMCLab(param.Parameterized):
     def _replicates_shown_changed(self, event) -> None:
         if event.new and self._replicates_stale and self.result is not None:
             self._recomputation.follow_up(self._update_replicates)
+
+    def _smoothing_shown_changed(self, event) -> None:
+        if event.new and self.result is not None and self.result.smoothing_mean is None:
+            self.update()
+
+    def complete_result(self) -> SMCResult | None:
+        """The shown result with its smoothing moments, computing them if they were not
+        (for an export; for the same inputs the filter's part is the same, run for run)."""
+        result = self.result
+        if result is None or result.smoothing_mean is not None or self.problems():
+            return result
+        return self.compute_filter(smoothing=True)
 
     def _update_replicates(self, generation: int) -> None:
         exact = self.result.exact_log_evidence

@@ -148,19 +148,28 @@ def surviving_lineages_plot(result) -> hv.Curve:
 
 
 def estimate_plot(result, kind: str = "filtering", component: int = 0) -> hv.Overlay:
-    """Mean ± 2 sd of the filtering or smoothing distribution against the exact answer."""
-    mean = getattr(result, f"{kind}_mean")[:, component]
-    sd = np.sqrt(np.maximum(getattr(result, f"{kind}_var")[:, component], 0))
+    """Mean ± 2 sd of the filtering or smoothing distribution against the exact answer.
+
+    A result whose smoother was not run (``smoothing_mean`` is None) shows the exact
+    answer alone, and says so in the title.
+    """
     t = _times(result)
     x = _state_dim(result, component)
-    color = COLORS["filter"] if kind == "filtering" else COLORS["smoother"]
-    label = "particle filter" if kind == "filtering" else f"{result.smoother} smoother"
-    layers = [
-        hv.Spread((t, mean, 2 * sd), TIME, [x, "2sd"]).opts(color=color, alpha=0.25, line_alpha=0),
-        hv.Curve((t, mean), TIME, x, label=f"{label} (mean ± 2 sd)").opts(
-            color=color, line_width=2
-        ),
-    ]
+    layers = []
+    estimated = getattr(result, f"{kind}_mean") is not None
+    if estimated:
+        mean = getattr(result, f"{kind}_mean")[:, component]
+        sd = np.sqrt(np.maximum(getattr(result, f"{kind}_var")[:, component], 0))
+        color = COLORS["filter"] if kind == "filtering" else COLORS["smoother"]
+        label = "particle filter" if kind == "filtering" else f"{result.smoother} smoother"
+        layers += [
+            hv.Spread((t, mean, 2 * sd), TIME, [x, "2sd"]).opts(
+                color=color, alpha=0.25, line_alpha=0
+            ),
+            hv.Curve((t, mean), TIME, x, label=f"{label} (mean ± 2 sd)").opts(
+                color=color, line_width=2
+            ),
+        ]
     exact_mean = getattr(result, f"exact_{kind}_mean")
     if exact_mean is not None:
         exact_sd = np.sqrt(getattr(result, f"exact_{kind}_var")[:, component])
@@ -182,6 +191,9 @@ def estimate_plot(result, kind: str = "filtering", component: int = 0) -> hv.Ove
         if kind == "filtering"
         else "Smoothing: p(x_t | all data y_0..y_T)"
     )
+    if not estimated:
+        title += f" (the {result.smoother} smoother runs while this tab is open)"
+        layers = layers or [hv.Curve([], TIME, x)]  # no exact answer either: empty axes
     return hv.Overlay(layers).opts(title=title, **OVERLAY)
 
 
@@ -193,15 +205,16 @@ def evidence_plot(result) -> hv.Overlay:
             color=COLORS["filter"], title="Running log-evidence estimate", **FIGURE
         )
     error = result.log_evidence - result.exact_log_evidence
+    # The curve comes first: an overlay's axes are named by its first layer.
     return hv.Overlay(
         [
-            hv.HLine(0).opts(color=COLORS["truth"], line_dash="dashed"),
             hv.Curve(
                 (t, error),
                 TIME,
                 hv.Dimension("err", label="log Ẑ_{0:t} − log Z_{0:t}"),
                 label="error of the particle estimate",
             ).opts(color=COLORS["filter"], line_width=2),
+            hv.HLine(0).opts(color=COLORS["truth"], line_dash="dashed"),
         ]
     ).opts(title="Log-evidence error against the Kalman filter (0 = exact)", **OVERLAY)
 
