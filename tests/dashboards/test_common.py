@@ -8,7 +8,12 @@ import pytest
 from bokeh.document import Document
 from panel.io.state import set_curdoc
 
-from posteriorlab.dashboards.common import live_figure, page_copy, while_tab_open
+from posteriorlab.dashboards.common import (
+    frozen_model_graph,
+    live_figure,
+    page_copy,
+    while_tab_open,
+)
 
 
 class Lab(param.Parameterized):
@@ -128,3 +133,54 @@ def test_building_a_lab_page_walks_its_model_graph_once(monkeypatch):
         app.smc_page().server_doc(document)
     assert len(document.roots) > 0
     assert len(walks) == 1
+
+
+def count_walks(monkeypatch) -> list:
+    from bokeh.document.models import DocumentModelManager
+
+    walks = []
+    recompute = DocumentModelManager.recompute
+    monkeypatch.setattr(
+        DocumentModelManager, "recompute", lambda self: walks.append(1) or recompute(self)
+    )
+    return walks
+
+
+def test_a_frozen_graph_is_walked_only_when_a_change_adds_models(monkeypatch):
+    from bokeh.models import ColumnDataSource
+    from bokeh.plotting import figure
+
+    document = Document()
+    plot = figure()
+    source = ColumnDataSource(dict(x=[0.0], y=[0.0]))
+    plot.scatter("x", "y", source=source)
+    document.add_root(plot)
+    walks = count_walks(monkeypatch)
+    with frozen_model_graph(document):
+        source.data = dict(x=[1.0, 2.0], y=[3.0, 4.0])  # new data, no new models
+        plot.title.text = "new"
+    assert walks == []
+    with frozen_model_graph(document):
+        line = plot.line([0, 1], [1, 0])  # a new glyph and its source
+        plot.title.text = "newer"
+    assert walks == [1]
+    assert document.get_model_by_id(line.id) is line  # the walk found it
+    assert document.get_model_by_id(line.data_source.id) is line.data_source
+
+
+def test_a_new_result_on_the_particles_tab_costs_no_walk(monkeypatch):
+    """The SMC page's first tab draws each result by writing data into its sources."""
+    from posteriorlab.dashboards.smc import SMCDashboard
+    from posteriorlab.labs.smc import SMCLab
+
+    document = Document()
+    with set_curdoc(document):
+        dashboard = SMCDashboard(lab=SMCLab(num_particles=64, num_steps=20))
+        document.add_root(dashboard.main.get_root(document))
+    walks = count_walks(monkeypatch)
+    with frozen_model_graph(document):
+        dashboard.lab.seed = 1
+    assert walks == []
+    (cloud,) = [r for r in document.models if getattr(r, "name", None) == "cloud"]
+    shown = dashboard.lab.result.displayed_particles[..., 0].reshape(-1)
+    np.testing.assert_array_equal(cloud.data_source.data["x"], shown.astype(np.float32))

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from posteriorlab.labs.smc import SMCLab, summarize_replicates
+from posteriorlab.plots import live
 from posteriorlab.plots import smc as figures
 
 SMALL = dict(num_particles=32, num_steps=20, replicates=20)
@@ -19,8 +20,6 @@ def lab(request):
     "figure",
     [
         figures.data_plot,
-        figures.particle_cloud_plot,
-        figures.ess_plot,
         figures.genealogy_plot,
         figures.surviving_lineages_plot,
         figures.evidence_plot,
@@ -48,8 +47,71 @@ def test_replicate_figures_render(lab, figure):
 
 
 def test_particle_sizes_grow_with_weight(lab):
-    cloud = figures.particle_cloud_plot(lab.result).get(0)
-    sizes = cloud.dimension_values("size")
+    sizes = figures.particle_cloud_frame(lab.result).columns["cloud"]["size"]
     weights = lab.result.displayed_weights.reshape(-1)
     order = np.argsort(weights)
     assert np.all(np.diff(sizes[order]) >= 0)
+    assert sizes.min() >= 0.5
+
+
+def sources_of(figure):
+    return {renderer.name: renderer.data_source.data for renderer in figure.renderers}
+
+
+@pytest.mark.parametrize(
+    ("build", "frame_of"),
+    [
+        (figures.particle_cloud_figure, figures.particle_cloud_frame),
+        (figures.ess_figure, figures.ess_frame),
+    ],
+)
+def test_live_figures_hold_the_frame_they_are_given(lab, build, frame_of):
+    figure = build()
+    frame = frame_of(lab.result)
+    live.draw(figure, frame)
+    assert figure.title.text == frame.title
+    drawn = sources_of(figure)
+    assert set(frame.columns) <= set(drawn)
+    for name, columns in frame.columns.items():
+        for column, values in columns.items():
+            np.testing.assert_array_equal(drawn[name][column], values)
+            assert values.dtype == np.float32  # what the page receives: half of float64
+
+
+def test_the_live_cloud_draws_the_particles_their_weights_and_the_truth(lab):
+    result = lab.result
+    frame = figures.particle_cloud_frame(result)
+    cloud = frame.columns["cloud"]
+    num_steps, shown, _ = result.displayed_particles.shape
+    assert cloud["x"].size == num_steps * shown
+    # Particle j of step t is row t * shown + j, at time t.
+    t, j = 3, 5
+    assert cloud["t"][t * shown + j] == t
+    assert cloud["x"][t * shown + j] == np.float32(result.displayed_particles[t, j, 0])
+    np.testing.assert_allclose(frame.columns["hidden state"]["x"], result.states[:, 0], rtol=1e-6)
+    assert frame.y_label == ("x_t" if result.states.shape[1] == 1 else "x_t[0]")
+
+
+def test_a_glyph_without_data_is_hidden_with_its_legend_entry(lab):
+    figure = figures.particle_cloud_figure()
+    typed = lab.result._replace(states=np.full_like(lab.result.states, np.nan))
+    live.draw(figure, figures.particle_cloud_frame(typed))  # typed data: no hidden states
+    visible = {renderer.name: renderer.visible for renderer in figure.renderers}
+    assert visible == {"cloud": True, "filter mean": True, "hidden state": False}
+    (legend,) = figure.legend
+    labels = {item.label.value: item.visible for item in legend.items}
+    assert labels == {"filter mean": True, "hidden state x_t": False}
+    live.draw(figure, figures.particle_cloud_frame(lab.result))
+    assert all(renderer.visible for renderer in figure.renderers)
+    assert all(item.visible for item in legend.items)
+
+
+def test_the_live_ess_figure_marks_the_resampling_steps(lab):
+    result = lab.result
+    frame = figures.ess_frame(result)
+    columns = frame.columns
+    np.testing.assert_array_equal(columns["resampled"]["t"], np.flatnonzero(result.resampled))
+    np.testing.assert_allclose(columns["ess"]["x"], result.ess / result.num_particles, rtol=1e-6)
+    assert set(columns["threshold"]["x"]) == {np.float32(result.ess_threshold)}
+    assert columns["temperature"]["t"].size == 0  # no annealing: no temperature curve
+    assert f"resampled at {result.resampled.sum()} of" in frame.title

@@ -1,5 +1,6 @@
 """Pieces every lab page shares."""
 
+import contextlib
 import functools
 import threading
 
@@ -8,6 +9,7 @@ import numpy as np
 import panel as pn
 import param
 
+from posteriorlab.plots import live
 from posteriorlab.plots.style import framewise
 
 
@@ -23,10 +25,10 @@ class PageCopy(param.Parameterized):
     The copy has one parameter per name in ``names``, with the lab's value. When the lab
     changes them, the copy queues one callback on the page's event loop. That callback
     applies the newest value of every parameter changed since the last one. It applies
-    them all at once, with the document held and frozen, so the page gets one
-    recomputation of its model graph and one message. A result replaced before the loop
-    reached it is never drawn. Without a server session (a notebook, a test) the copy
-    follows the lab at once.
+    them all at once, with the document held and frozen, so the page gets at most one
+    recomputation of its model graph (:func:`frozen_model_graph`) and one message. A
+    result replaced before the loop reached it is never drawn. Without a server session
+    (a notebook, a test) the copy follows the lab at once.
 
     Make one with :func:`page_copy`, which gives it its parameters.
     """
@@ -55,8 +57,35 @@ class PageCopy(param.Parameterized):
     def _apply(self) -> None:
         with self._lock:
             values, self._pending = self._pending, {}
-        with pn.io.hold(self._document, freeze=True):
+        with frozen_model_graph(self._document), pn.io.hold(self._document):
             self.param.update(**values)
+
+
+@contextlib.contextmanager
+def frozen_model_graph(document):
+    """Hold ``document``'s model graph still while a batch of updates runs, and walk it
+    afterwards only if one of them asked for a walk.
+
+    Bokeh keeps the set of a document's models by walking the graph from its roots (about
+    10 ms for a lab page) whenever a change adds or removes models. Each HoloViews redraw
+    freezes the document and walks it afterwards, needed or not, and so would Bokeh's own
+    ``freeze()`` around the batch. Here, under one freeze, the changes that add or remove
+    models are noted (Bokeh tells the document by ``models.invalidate()``, which a freeze
+    makes a no-op), and the walk happens once if there was any such change, or never: a
+    batch that only writes new data into existing sources (:mod:`posteriorlab.plots.live`)
+    costs no walk.
+    """
+    models = document.models
+    asked = []
+    models.invalidate = lambda: asked.append(True)  # noted while frozen
+    models._push_freeze()
+    try:
+        yield
+    finally:
+        models._freeze_count -= 1  # leave the freeze without Bokeh's walk...
+        del models.invalidate
+        if asked:
+            models.invalidate()  # ...and walk here if asked (unless frozen further out)
 
 
 def page_copy(lab: param.Parameterized, names) -> PageCopy:
@@ -128,6 +157,21 @@ def live_figure(source, function, *args, min_height: int = 380, reads=None):
     # Each value is new: hashing its arrays to look up an earlier figure would only cost time.
     dynamic.callback.memoize = False
     return pn.pane.HoloViews(dynamic, sizing_mode="stretch_width", min_height=min_height)
+
+
+def live_bokeh_figure(source, build, frame_of, *args, min_height: int = 300):
+    """A live Bokeh figure (:mod:`posteriorlab.plots.live`): ``build()`` makes it once,
+    and each new value of the parameter ``source`` is written into it by
+    ``draw(figure, frame_of(value, *args))``: new data in its sources, no new models."""
+    figure = build()
+
+    def show(value) -> None:
+        if value is not None:
+            live.draw(figure, frame_of(value, *args))
+
+    source.owner.param.watch(lambda event: show(event.new), source.name)
+    show(getattr(source.owner, source.name))
+    return pn.pane.Bokeh(figure, sizing_mode="stretch_width", min_height=min_height)
 
 
 def _when_parts_change(source, reads):

@@ -1,10 +1,12 @@
 """The SMC dashboard: a thin Panel view over :class:`posteriorlab.labs.smc.SMCLab`.
 
 Widgets are built from the lab's parameters (labels, ranges and help come from there);
-figures are HoloViews DynamicMaps bound to the lab's results as the page shows them (a
+figures are bound to the lab's results as the page shows them (a
 :class:`~posteriorlab.dashboards.common.PageCopy`, updated once per batch of results), so
 an update replaces the data of the existing plots instead of rebuilding them. The
-dashboard holds no state of its own: a new session makes a new lab and a new dashboard.
+Particles tab, which every change redraws, holds live Bokeh figures (new data written into
+their sources); the other tabs HoloViews DynamicMaps. The dashboard holds no state of its
+own: a new session makes a new lab and a new dashboard.
 """
 
 import numpy as np
@@ -15,6 +17,7 @@ from posteriorlab_widgets import TrajectoryPlayer
 from posteriorlab.dashboards.common import (
     control_cards,
     error_alert,
+    live_bokeh_figure,
     live_figure,
     page_copy,
     while_tab_open,
@@ -148,6 +151,11 @@ class SMCDashboard(pn.viewable.Viewer):
 
         return live_figure(self.shown.param[source], function, *args, min_height=300, reads=reads)
 
+    def _live_plot(self, build, frame_of):
+        """A live Bokeh figure, its data replaced in place by each new result (for the
+        figures every change redraws)."""
+        return live_bokeh_figure(self.shown.param.result, build, frame_of)
+
     def _replicate_plot(self, function):
         """A figure of the replicates, or a note while they are still running."""
 
@@ -181,8 +189,8 @@ class SMCDashboard(pn.viewable.Viewer):
                 pn.Column(
                     TAB_TEXT["Particles"],
                     self._plot(figures.data_plot, reads=lambda r: (r.states, r.observations)),
-                    self._plot(figures.particle_cloud_plot),
-                    self._plot(figures.ess_plot),
+                    self._live_plot(figures.particle_cloud_figure, figures.particle_cloud_frame),
+                    self._live_plot(figures.ess_figure, figures.ess_frame),
                     sizing_mode="stretch_width",
                 ),
             ),

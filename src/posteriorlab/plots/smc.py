@@ -1,9 +1,12 @@
-"""HoloViews figures for the SMC lab, built from :class:`posteriorlab.labs.smc.SMCResult`.
+"""Figures for the SMC lab, built from :class:`posteriorlab.labs.smc.SMCResult`.
 
-Every function takes plain results (numpy arrays in a NamedTuple) and returns a HoloViews
-element; none holds state or widgets, so the same figures serve the dashboard, the
-notebooks and the tests. For a model with a d-dimensional state the figures show one
-coordinate, ``component``.
+Every ``*_plot`` function takes plain results (numpy arrays in a NamedTuple) and returns a
+HoloViews element; none holds state or widgets, so the same figures serve the dashboard,
+the notebooks and the tests. The two figures of the first tab, which every change of a
+slider redraws, are live Bokeh figures instead (:mod:`posteriorlab.plots.live`): a
+``*_figure()`` built once per page and a ``*_frame(result)`` of the data to write into it,
+about forty times cheaper for the server than a HoloViews redraw. For a model with a
+d-dimensional state the figures show one coordinate, ``component``.
 
 Colours follow one convention across the lab: the truth (hidden states, exact Kalman/RTS
 answers) is black and dashed, particle estimates are coloured.
@@ -12,6 +15,7 @@ answers) is black and dashed, particle estimates are coloured.
 import holoviews as hv
 import numpy as np
 
+from posteriorlab.plots import live
 from posteriorlab.plots.style import COLORS, FIGURE, OVERLAY
 
 TIME = hv.Dimension("t", label="time step t")
@@ -49,69 +53,87 @@ def data_plot(result, component: int = 0) -> hv.Overlay:
     )
 
 
-def particle_cloud_plot(result, component: int = 0) -> hv.Overlay:
-    """Particles at every step, sized and shaded by their normalised weight W_t."""
+def particle_sizes(result) -> np.ndarray:
+    """Marker size (screen pixels) of each displayed particle: its weight relative to an
+    average particle, square-rooted (so the area grows with the weight) and capped at 25
+    times the average."""
+    relative = result.displayed_weights.reshape(-1) * result.num_particles  # 1 = average
+    return np.sqrt(np.clip(relative, 0, 25)) * 3 + 0.5
+
+
+def _curve(t, values) -> dict:
+    return dict(t=t.astype(np.float32), x=np.asarray(values, dtype=np.float32))
+
+
+def _no_curve() -> dict:
+    return dict(t=np.zeros(0, np.float32), x=np.zeros(0, np.float32))
+
+
+def particle_cloud_figure():
+    """The live figure of particles at every step (fill it with :func:`particle_cloud_frame`)."""
+    figure = live.live_figure(TIME.label, "x_t")
+    cloud = live.empty_source("t", "x", "size")
+    figure.scatter(
+        "t", "x", size="size", source=cloud, name="cloud",
+        color=COLORS["particles"], alpha=0.35, line_alpha=0,
+    )  # fmt: skip
+    live.add_curve(figure, "filter mean", color=COLORS["filter"], line_width=2)
+    live.add_curve(figure, "hidden state", "hidden state x_t", color=COLORS["truth"],
+                   line_dash="dashed")  # fmt: skip
+    live.legend_on_the_right(figure)
+    return figure
+
+
+def particle_cloud_frame(result, component: int = 0) -> live.Frame:
+    """Particles at every step, sized and shaded by their normalised weight W_t; the filter
+    mean, and the hidden state when it is known."""
     num_steps, shown, _ = result.displayed_particles.shape
-    t = np.repeat(_times(result), shown)
-    weights = result.displayed_weights.reshape(-1)
-    relative = weights * result.num_particles  # 1 = an average particle
-    cloud = hv.Points(
-        (
-            t,
-            result.displayed_particles[..., component].reshape(-1),
-            np.sqrt(np.clip(relative, 0, 25)),
-        ),
-        [TIME, _state_dim(result, component)],
-        "size",
-    ).opts(
-        color=COLORS["particles"],
-        size=hv.dim("size") * 3 + 0.5,
-        alpha=0.35,
-        line_alpha=0,
-    )
-    layers = [
-        cloud,
-        _mean_curve(result.filtering_mean[:, component], "filter mean", COLORS["filter"]),
-    ]
-    if np.isfinite(result.states).all():
-        layers.append(
-            hv.Curve(
-                (_times(result), result.states[:, component]),
-                TIME,
-                _state_dim(result, component),
-                label="hidden state x_t",
-            ).opts(color=COLORS["truth"], line_dash="dashed")
-        )
-    title = f"Particle cloud ({shown} of N = {result.num_particles} shown; size ∝ weight)"
-    return hv.Overlay(layers).opts(title=title, **OVERLAY)
-
-
-def _mean_curve(values, label, color):
-    return hv.Curve((np.arange(len(values)), values), TIME, "x", label=label).opts(
-        color=color, line_width=2
-    )
-
-
-def ess_plot(result) -> hv.Overlay:
-    """ESS_t / N with the resampling threshold, and the steps that resampled."""
     t = _times(result)
-    fraction = result.ess / result.num_particles
-    ess_dim = hv.Dimension("ess", label="ESS / N", range=(0, 1.05))
-    curve = hv.Curve((t, fraction), TIME, ess_dim, label="ESS / N").opts(color=COLORS["filter"])
-    threshold = hv.HLine(result.ess_threshold).opts(color=COLORS["truth"], line_dash="dashed")
+    cloud = dict(
+        t=np.repeat(t, shown).astype(np.float32),
+        x=result.displayed_particles[..., component].reshape(-1).astype(np.float32),
+        size=particle_sizes(result).astype(np.float32),
+    )
+    known = np.isfinite(result.states).all()
+    return live.Frame(
+        title=f"Particle cloud ({shown} of N = {result.num_particles} shown; size ∝ weight)",
+        columns={
+            "cloud": cloud,
+            "filter mean": _curve(t, result.filtering_mean[:, component]),
+            "hidden state": _curve(t, result.states[:, component]) if known else _no_curve(),
+        },
+        y_label=_state_dim(result, component).label,
+    )
+
+
+def ess_figure():
+    """The live figure of the effective sample size (fill it with :func:`ess_frame`)."""
+    figure = live.live_figure(TIME.label, "ESS / N", y_range=(0, 1.05))
+    live.add_curve(figure, "ess", "ESS / N", color=COLORS["filter"])
+    live.add_curve(figure, "threshold", "resampling threshold", color=COLORS["truth"],
+                   line_dash="dashed")  # fmt: skip
+    live.add_curve(figure, "resampled", glyph="scatter", color=COLORS["data"],
+                   marker="triangle", size=7)  # fmt: skip
+    live.add_curve(figure, "temperature", "1 / annealing temperature", color=COLORS["smoother"])
+    live.legend_on_the_right(figure)
+    return figure
+
+
+def ess_frame(result) -> live.Frame:
+    """ESS_t / N with the resampling threshold, the steps that resampled, and the inverse
+    annealing temperature when entropic annealing flattened some resampling."""
+    t = _times(result)
     resampled = t[result.resampled]
-    marks = hv.Scatter(
-        (resampled, np.zeros_like(resampled, dtype=float)), TIME, ess_dim, label="resampled"
-    ).opts(color=COLORS["data"], marker="triangle", size=7)
-    layers = [curve, threshold, marks]
-    if np.any(result.temperature > 1):
-        layers.append(
-            hv.Curve(
-                (t, 1 / result.temperature), TIME, ess_dim, label="1 / annealing temperature"
-            ).opts(color=COLORS["smoother"])
-        )
-    return hv.Overlay(layers).opts(
-        title=f"Effective sample size (resampled at {resampled.size} of {t.size} steps)", **OVERLAY
+    ends = np.array([t[0], t[-1]])
+    annealed = np.any(result.temperature > 1)
+    return live.Frame(
+        title=f"Effective sample size (resampled at {resampled.size} of {t.size} steps)",
+        columns={
+            "ess": _curve(t, result.ess / result.num_particles),
+            "threshold": _curve(ends, np.full(2, result.ess_threshold)),
+            "resampled": _curve(resampled, np.zeros(resampled.size)),
+            "temperature": _curve(t, 1 / result.temperature) if annealed else _no_curve(),
+        },
     )
 
 
