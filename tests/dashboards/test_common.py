@@ -166,6 +166,10 @@ def test_a_frozen_graph_is_walked_only_when_a_change_adds_models(monkeypatch):
     assert walks == [1]
     assert document.get_model_by_id(line.id) is line  # the walk found it
     assert document.get_model_by_id(line.data_source.id) is line.data_source
+    with frozen_model_graph(document), frozen_model_graph(document):  # nested: one walk
+        inner = plot.line([0, 1], [0, 1])
+    assert walks == [1, 1]
+    assert document.get_model_by_id(inner.id) is inner
 
 
 def test_a_new_result_on_the_particles_tab_costs_no_walk(monkeypatch):

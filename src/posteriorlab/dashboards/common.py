@@ -76,6 +76,9 @@ def frozen_model_graph(document):
     costs no walk.
     """
     models = document.models
+    if "invalidate" in vars(models):  # inside another: that one notes the changes and walks
+        yield
+        return
     asked = []
     models.invalidate = lambda: asked.append(True)  # noted while frozen
     models._push_freeze()

@@ -40,10 +40,10 @@ def empty_source(*column_names: str) -> ColumnDataSource:
     return ColumnDataSource({name: np.zeros(0) for name in column_names})
 
 
-def live_figure(x_label: str, y_label: str, **options):
+def empty_figure(x_label: str, y_label: str, **options):
     """An empty Bokeh figure in the style of the lab's HoloViews figures: stretching to
-    the page's width, grid, toolbar above, the legend on the right (added by the first
-    labelled glyph; see :func:`legend_on_the_right`)."""
+    the page's width, grid, toolbar above (glyphs with ``legend_label`` make its legend;
+    :func:`legend_on_the_right` moves it beside the plot)."""
     return bokeh_figure(
         x_axis_label=x_label,
         y_axis_label=y_label,

@@ -71,7 +71,7 @@ def _no_curve() -> dict:
 
 def particle_cloud_figure():
     """The live figure of particles at every step (fill it with :func:`particle_cloud_frame`)."""
-    figure = live.live_figure(TIME.label, "x_t")
+    figure = live.empty_figure(TIME.label, "x_t")
     cloud = live.empty_source("t", "x", "size")
     figure.scatter(
         "t", "x", size="size", source=cloud, name="cloud",
@@ -108,7 +108,7 @@ def particle_cloud_frame(result, component: int = 0) -> live.Frame:
 
 def ess_figure():
     """The live figure of the effective sample size (fill it with :func:`ess_frame`)."""
-    figure = live.live_figure(TIME.label, "ESS / N", y_range=(0, 1.05))
+    figure = live.empty_figure(TIME.label, "ESS / N", y_range=(0, 1.05))
     live.add_curve(figure, "ess", "ESS / N", color=COLORS["filter"])
     live.add_curve(figure, "threshold", "resampling threshold", color=COLORS["truth"],
                    line_dash="dashed")  # fmt: skip
