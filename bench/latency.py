@@ -15,8 +15,7 @@ Starts ``posteriorlab serve`` on a free localhost port and reports, for the SMC 
 and for the paths lab (``--lab paths``) the latency of a schedule change at the default
 1,000 trajectories and 50 Heun steps, in the page's own clock: until the summary line
 names the new schedule, until the last binary websocket message (the figures' new
-arrays) has arrived, and until the last message of all (Panel's busy indicator going
-off).
+arrays) has arrived, and until the last message of the update.
 
 For the VI lab (``--lab vi``): cold start to the first VI page, a warm page load in a
 new session, the latency of an estimator change (the fit restarts: a new gradient-variance table)
@@ -140,7 +139,7 @@ def measure_paths(page, url, launched, repeats):
     for label in SCHEDULES:  # warm-up: every schedule once
         time_schedule_change(page, label)
     times = [time_schedule_change(page, SCHEDULES[i % 4]) for i in range(repeats)]
-    names = ("summary line shown", "last figure data received", "last message (status)")
+    names = ("summary line shown", "last figure data received", "last message")
     for index, name in enumerate(names):
         report(f"schedule change to {name}", [measured[index] for measured in times])
 

@@ -117,6 +117,18 @@ class ResourceSampler(threading.Thread):
         self.join()
 
 
+def wait_until_idle(pid: int, *, below: float = 10.0, timeout: float = 600.0) -> None:
+    """Wait until the server's processes use under ``below`` percent of a core for two
+    seconds running (its warm-up compiles every lab's programs in the background)."""
+    processes = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    for process in processes:
+        process.cpu_percent(None)
+    quiet, deadline = 0, time.monotonic() + timeout
+    while quiet < 2 and time.monotonic() < deadline:
+        time.sleep(1.0)
+        quiet = quiet + 1 if sum(p.cpu_percent(None) for p in processes) < below else 0
+
+
 def percentiles(seconds: list[float]) -> str:
     if not seconds:
         return "      —      —      —"
@@ -135,6 +147,7 @@ def run_configuration(lab: str, num_sessions: int, num_procs: int, duration: flo
         for _ in range(2 * num_procs):  # every process compiles (or reads its cache) first
             build_pages(url, [control.path])
             open_and_close(url, control.path)
+        wait_until_idle(server.pid)  # the other labs' warm-up has finished, as before a class
         sampler = ResourceSampler(server.pid)
         sampler.start()
         client_cpu_start = psutil.Process().cpu_times()

@@ -9,7 +9,12 @@ A browser holds one websocket per page to ``posteriorlab serve``. Over it, it
 
 :class:`StudentSession` speaks the same protocol with Bokeh's Python client, without a
 browser, so a load test can run tens of them on a 2-core machine: it measures the
-server's work and the network, not the browser's drawing.
+server's work and the network, not the browser's drawing. Nor the browser's decoding: a
+session reads each incoming patch's events as they arrive (what changed, on which model)
+and does not apply them to its own copy of the page. Applying them, in Python, costs a
+client more than the server spends making them (a whole copy of the page's models is
+looked through for every message), and thirty such clients in one process would be
+measuring their own queue.
 
 Which change a reply belongs to
 -------------------------------
@@ -34,14 +39,7 @@ import urllib.request
 from typing import NamedTuple
 
 from bokeh.client import pull_session
-from bokeh.document.events import (
-    ColumnDataChangedEvent,
-    ColumnsPatchedEvent,
-    ColumnsStreamedEvent,
-    ModelChangedEvent,
-)
 from bokeh.events import DocumentReady
-from bokeh.models import ColumnDataSource
 
 
 class LabControl(NamedTuple):
@@ -77,13 +75,14 @@ def register_panel_models() -> None:
         importlib.import_module(f"panel.models.{module.name}")
 
 
-def _is_figure_data(event) -> bool:
-    if isinstance(event, ColumnDataChangedEvent | ColumnsStreamedEvent | ColumnsPatchedEvent):
-        return True
-    return (
-        isinstance(event, ModelChangedEvent)
-        and isinstance(event.model, ColumnDataSource)
-        and event.attr == "data"
+FIGURE_DATA_EVENTS = {"ColumnDataChanged", "ColumnsStreamed", "ColumnsPatched"}
+
+
+def _is_figure_data(event: dict) -> bool:
+    """Whether a patch event (as sent: ``kind``, ``model``, ``attr``, ``new``) carries new
+    data for a figure: columns of a data source, or a whole new ``data``."""
+    return event["kind"] in FIGURE_DATA_EVENTS or (
+        event["kind"] == "ModelChanged" and event["attr"] == "data"
     )
 
 
@@ -125,7 +124,6 @@ class StudentSession(threading.Thread):
         self.error: str | None = None
         self._pending: dict[int, list] = {}  # value -> [sent, applied, finished]
         self._current: int | None = None  # the value the page says it shows now
-        self._message: list = []  # the events of the message being applied
 
     def run(self) -> None:
         try:
@@ -139,6 +137,9 @@ class StudentSession(threading.Thread):
         opened = time.perf_counter()
         session = pull_session(url=self.url)
         self.open_seconds = time.perf_counter() - opened
+        # Browsers send without Nagle's delay; Python's websocket client would hold each
+        # change's second frame until the server's delayed ACK (40 ms).
+        session._connection._socket._socket.protocol.set_nodelay(True)
         document = session.document
         spinner = next(
             (m for m in document.models if getattr(m, "title", None) == self.control.title),
@@ -147,15 +148,11 @@ class StudentSession(threading.Thread):
         if spinner is None:
             session.close()
             raise LookupError(f"no control titled {self.control.title!r} on {self.url}")
-        document.on_change(self._on_change)
-        handle_patch = session._handle_patch
-
-        def handle_one_message(message):
-            self._message = []
-            handle_patch(message)  # calls _on_change for each of its events
-            self._on_message(time.perf_counter(), self._message)
-
-        session._handle_patch = handle_one_message
+        # Read each patch as it comes, without applying it to this copy of the page.
+        # (The payload's content is JSON; its arrays stay binary buffers, unread.)
+        session._handle_patch = lambda message: self._on_message(
+            time.perf_counter(), message.payload.content["events"]
+        )
         document.callbacks.send_event(DocumentReady())
         if self.class_opened is not None:
             session._connection.force_roundtrip()  # the page is ready on the server
@@ -185,18 +182,16 @@ class StudentSession(threading.Thread):
         session._connection.loop_until_closed()
         self.changes = [Change(value, *times) for value, times in self._pending.items()]
 
-    def _on_change(self, event) -> None:
-        self._message.append(event)
-
-    def _named_value(self, event) -> int | None:
+    def _named_value(self, event: dict) -> int | None:
         """The control value that ``event`` says the page now shows, if it says one."""
-        if not isinstance(event, ModelChangedEvent):
+        if event["kind"] != "ModelChanged":
             return None
         if self.control.shown is not None:
-            found = event.attr == "text" and self.control.shown.search(str(event.new))
+            found = event["attr"] == "text" and self.control.shown.search(str(event["new"]))
             return int(found.group(1)) if found else None
-        if event.attr == "search":
-            values = urllib.parse.parse_qs(str(event.new).lstrip("?")).get(self.control.url_key)
+        if event["attr"] == "search":
+            query = str(event["new"]).lstrip("?")
+            values = urllib.parse.parse_qs(query).get(self.control.url_key)
             return int(values[0]) if values and values[0].isdigit() else None
         return None
 

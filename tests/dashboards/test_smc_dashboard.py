@@ -61,6 +61,18 @@ def test_pages_render(page):
     page().server_doc(Document())
 
 
+@pytest.mark.parametrize("page", [app.landing_page, app.smc_page])
+def test_a_page_follows_no_server_wide_busy_flag(page):
+    """Panel's busy spinner follows one flag for the whole server: on a served page it
+    would spin whenever any student anywhere moved a control, and every page's spinner
+    would be redrawn and sent for each change."""
+    synced = list(pn.state._indicators)
+    built = page()
+    built.server_doc(Document())
+    assert built.busy_indicator is None
+    assert pn.state._indicators == synced
+
+
 def test_replicates_run_only_while_the_evidence_tab_is_open(dashboard):
     tabs = dashboard.main.select(pn.Tabs)[0]
     assert tabs.active == 0

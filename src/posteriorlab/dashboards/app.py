@@ -71,7 +71,11 @@ LABS = {
 }
 
 ACCENT = "#1f77b4"
-TEMPLATE_STYLE = dict(header_background=ACCENT)
+# No busy indicator: Panel's follows one server-wide flag, so every open page's spinner
+# would turn on and off (twice, each sent to its browser) whenever any student moved a
+# control: wrong for the student watching it, and with thirty pages open the event loop
+# spent a sixth of its time on other pages' spinners.
+TEMPLATE_STYLE = dict(header_background=ACCENT, busy_indicator=None)
 
 
 class Template(pn.template.BootstrapTemplate):

@@ -65,9 +65,16 @@ def add_curve(figure, name: str, label: str | None = None, glyph: str = "line", 
     return draw_glyph("t", "x", source=source, name=name, legend_label=label or name, **style)
 
 
+def legends(figure) -> list[Legend]:
+    """The figure's legends, looked up in its layout panels (``figure.select`` would walk
+    every model of the figure: about 3 ms, at every update)."""
+    panels = (figure.center, figure.right, figure.left, figure.above, figure.below)
+    return [model for panel in panels for model in panel if isinstance(model, Legend)]
+
+
 def legend_on_the_right(figure) -> None:
     """Move the figure's legend (made by ``legend_label=`` glyphs) outside, to the right."""
-    (legend,) = figure.select(type=Legend)
+    (legend,) = legends(figure)
     figure.center.remove(legend)
     legend.location = "top_left"
     figure.add_layout(legend, "right")
@@ -87,7 +94,7 @@ def draw(figure, frame: Frame) -> None:
             shown[renderer.name] = len(next(iter(columns.values()))) > 0
             if renderer.visible != shown[renderer.name]:
                 renderer.visible = shown[renderer.name]
-    for legend in figure.select(type=Legend):
+    for legend in legends(figure):
         for item in legend.items:
             visible = all(shown.get(renderer.name, True) for renderer in item.renderers)
             if item.visible != visible:
