@@ -162,9 +162,28 @@ def live_map(source, function, *args) -> hv.DynamicMap:
     return dynamic
 
 
+def with_clicks(dynamic: hv.DynamicMap, on_click) -> hv.DynamicMap:
+    """``dynamic``, a live figure drawn as whole overlays, taking clicks: a click at
+    (x, y) calls ``on_click(x=x, y=y)``.
+
+    A stream on ``dynamic`` itself would be linked to no plot (:func:`live_map`), so the
+    click belongs to an empty layer overlaid on top: it draws nothing, and its plot is
+    the figure. Overlaying makes new frames without the figure's own options (its title,
+    limits, aspect), so each combined frame gets those of ``dynamic``'s frame back.
+    """
+    layer = hv.Points([])
+    hv.streams.SingleTap(source=layer).add_subscriber(on_click)
+
+    def with_figure_options(overlay):
+        return overlay.opts(**hv.Store.lookup_options("bokeh", dynamic.last, "plot").kwargs)
+
+    return (dynamic * layer).apply(with_figure_options)
+
+
 def live_figure(source, function, *args, min_height: int = 380, reads=None):
     """A figure redrawn by ``function(value, *args)`` whenever the parameter ``source``
-    (e.g. ``lab.param.result``) changes (:func:`live_map`).
+    (e.g. ``lab.param.result``) changes (:func:`live_map`; for a figure that takes clicks
+    see :func:`with_clicks`).
 
     ``reads(value)``, when given, returns the parts of a value the figure draws (a tuple
     of arrays): a new value whose parts equal the drawn ones leaves the figure alone, as a
