@@ -58,5 +58,16 @@ def test_click_adds_a_component(dashboard):
     assert dashboard.lab.components.count("\n") == before + 1
 
 
+def test_clicks_on_the_density_and_trajectories_reach_the_lab(linked_streams):
+    dashboard = PathsDashboard(lab=PathsLab(num_trajectories=100, num_steps=10))
+    pn.panel(dashboard).get_root(Document())
+    trajectories, density = dashboard.main.select(pn.pane.HoloViews)[:2]  # the first tab's
+    for pane in (trajectories, density):
+        assert linked_streams(pane) == [("PointPlot", "SingleTap")]  # the layer on top
+    figure = next(iter(density._plots.values()))[0].state
+    assert figure.title.text.startswith("Exact density p_t and velocity u_t at t =")
+    assert figure.x_range.start == dashboard.lab.result.grid_x[0]  # the figure's own limits
+
+
 def test_page_renders():
     app.paths_page().server_doc(Document())

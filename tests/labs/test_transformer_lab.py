@@ -68,10 +68,13 @@ def test_importance_sampling_mean_agrees_with_exact_within_its_error():
     assert np.all(np.abs(result.answers[2].mean - exact.mean) < Z_SCORE * standard_error)
 
 
+COMPILED = [inference.padded_posterior, transformer._exact, transformer._quadrature,
+            transformer._importance, transformer._tempered, transformer._variational,
+            transformer._kernel_density_on, transformer._quadrature_log_density_on]  # fmt: skip
+
+
 def test_no_change_recompiles(lab):
-    compiled = [inference.padded_posterior, transformer._exact, transformer._quadrature,
-                transformer._importance, transformer._tempered, transformer._variational,
-                transformer._kernel_density_on, transformer._quadrature_log_density_on]
+    compiled = COMPILED
     lab.likelihood = "norm"  # each likelihood compiles its programs once
     lab.likelihood = "identity"
     sizes = [function._cache_size() for function in compiled]
@@ -88,6 +91,37 @@ def test_no_change_recompiles(lab):
     lab.param.update(likelihood="identity", components=transformer.DEFAULT_PRIOR,
                      observations=transformer.DEFAULT_OBSERVATIONS,
                      distances=transformer.DEFAULT_DISTANCES, noise_sd=1.0)  # fmt: skip
+
+
+def test_moving_a_component_rewrites_its_row_and_every_posterior_follows(lab):
+    before = lab.result
+    sizes = [function._cache_size() for function in COMPILED]
+    lab.move_component(1, (2.5, -1.0))  # what dropping the second + at (2.5, -1) does
+    rows = lab.components.splitlines()
+    assert rows == ["0.5, -2, 0, 0.8", "0.3, 2.500, -1.000, 0.6, 1.0, 0.5", "0.2, 0, -2.5, 0.7"]
+    result = lab.result
+    assert result.prior_means.tolist() == [[-2, 0], [2.5, -1], [0, -2.5]]
+    for answer, old in zip(result.answers, before.answers, strict=True):
+        assert np.linalg.norm(answer.mean - old.mean) > 0.05, answer.name  # each followed
+    exact_means = result.exact_components[1]
+    assert np.linalg.norm(exact_means[1] - before.exact_components[1][1]) > 0.5
+    assert [function._cache_size() for function in COMPILED] == sizes  # nothing recompiled
+    lab.components = transformer.DEFAULT_PRIOR
+
+
+@pytest.mark.parametrize(
+    "text", ["0.5, -2, 0, 0.8\n0.5, oops, 1, 0.6", "0.7, -2, 0, 0.8\n0.7, 2, 1, 0.6"]
+)
+def test_a_drag_while_the_components_do_not_parse_is_ignored(lab, text):
+    lab.components = text
+    message, shown = lab.error, lab.result
+    assert message
+    lab.move_component(0, (1.0, 1.0))
+    assert lab.components == text
+    assert lab.error == message
+    assert lab.result is shown
+    lab.components = transformer.DEFAULT_PRIOR
+    assert lab.error == ""
 
 
 def test_simulated_truth_is_scored_by_every_density(lab):

@@ -1,5 +1,6 @@
-"""The distribution-transformer lab in a real browser: editing the prior updates the
-posterior, the URL sets the state, bad input is explained."""
+"""The distribution-transformer lab in a real browser: editing the prior (typed, or by
+dragging a mean on the prior plot) updates the posterior, a click adds an observation,
+the URL sets the state, bad input is explained."""
 
 import pytest
 
@@ -57,3 +58,46 @@ def test_distances_give_the_quadrature_and_smc(server, page, artifacts):
     assert "Tempered SMC" in after
     page.wait_for_url("**likelihood=norm**", timeout=10_000)
     page.screenshot(path=artifacts / "transformer-distance.png", full_page=True)
+
+
+# Where the point (x, y) of the figure titled ``title`` is on the page, from Bokeh's own
+# view of the figure (its canvas, the frame inside it and the axis ranges).
+TO_PAGE = """([title, x, y]) => {
+  const view = Bokeh.index.query_one((v) => v.model.title?.text === title);
+  const canvas = view.canvas_view.el.getBoundingClientRect();
+  const frame = view.frame.bbox, xs = view.model.x_range, ys = view.model.y_range;
+  return [canvas.left + frame.left + (x - xs.start) / (xs.end - xs.start) * frame.width,
+          canvas.top + frame.top + (ys.end - y) / (ys.end - ys.start) * frame.height];
+}"""
+
+
+def test_a_dragged_mean_moves_its_component_and_a_click_adds_data(server, page, artifacts):
+    page.goto(server + "/transformer", timeout=PAGE_TIMEOUT_MS)
+    page.get_by_text("Exact log p(y)").wait_for(timeout=PAGE_TIMEOUT_MS)
+    page.get_by_text("Drag a +").wait_for()
+    before = components(page)
+    x, y = page.evaluate(TO_PAGE, ["Prior and data", 2.0, 1.0])  # the second component's +
+    page.mouse.move(x, y)
+    page.mouse.down()  # the drag tool is active from the start: nothing to pick first
+    for step in range(1, 11):
+        page.mouse.move(x + 6 * step, y + 6 * step)
+    page.mouse.up()
+    after = wait_for_change(page, components, before, timeout=60)
+    row = control(page, "Prior components").input_value().splitlines()[1]
+    assert row.startswith("0.3, ")  # only the mean changed
+    assert row.endswith(", 0.6, 1.0, 0.5")
+    mean = [float(value) for value in row.split(",")[1:3]]
+    assert mean[0] > 2.5  # dropped right of and below (2, 1)
+    assert mean[1] < 0.5
+    assert f"0.30 at ({mean[0]:.2f}, {mean[1]:.2f})" in after  # every answer followed
+
+    observations = control(page, "Observed points")
+    typed = observations.input_value()
+    x, y = page.evaluate(TO_PAGE, ["Prior and data", -1.0, -3.5])
+    page.mouse.click(x, y)
+    clicked = wait_for_change(page, lambda _: observations.input_value(), typed, timeout=30)
+    assert clicked.splitlines()[0] == typed
+    point = [float(value) for value in clicked.splitlines()[1].split(",")]
+    assert point == pytest.approx([-1.0, -3.5], abs=0.05)
+    wait_for_change(page, components, after, timeout=60)  # the posterior saw the new point
+    page.screenshot(path=artifacts / "transformer-drag.png", full_page=True)

@@ -145,10 +145,45 @@ def error_alert(lab, name: str = "error") -> pn.pane.Alert:
     )
 
 
+def live_map(source, function, *args) -> hv.DynamicMap:
+    """A DynamicMap drawn by ``function(value, *args)`` from each new value of the
+    parameter ``source`` (e.g. ``lab.param.result``); every element rescales to each
+    new frame.
+
+    A stream (a click, a drag) must have a layer of the figure as its source, an element
+    or a DynamicMap of elements such as this one: a stream on a DynamicMap that draws a
+    whole overlay is linked to no plot (HoloViews links streams to layers), and the
+    browser's events never reach it. Overlay such layers (``density * means * data``),
+    in an order that stays fixed.
+    """
+    dynamic = hv.DynamicMap(pn.bind(lambda value: framewise(function(value, *args)), source))
+    # Each value is new: hashing its arrays to look up an earlier figure would only cost time.
+    dynamic.callback.memoize = False
+    return dynamic
+
+
+def with_clicks(dynamic: hv.DynamicMap, on_click) -> hv.DynamicMap:
+    """``dynamic``, a live figure drawn as whole overlays, taking clicks: a click at
+    (x, y) calls ``on_click(x=x, y=y)``.
+
+    A stream on ``dynamic`` itself would be linked to no plot (:func:`live_map`), so the
+    click belongs to an empty layer overlaid on top: it draws nothing, and its plot is
+    the figure. Overlaying makes new frames without the figure's own options (its title,
+    limits, aspect), so each combined frame gets those of ``dynamic``'s frame back.
+    """
+    layer = hv.Points([])
+    hv.streams.SingleTap(source=layer).add_subscriber(on_click)
+
+    def with_figure_options(overlay):
+        return overlay.opts(**hv.Store.lookup_options("bokeh", dynamic.last, "plot").kwargs)
+
+    return (dynamic * layer).apply(with_figure_options)
+
+
 def live_figure(source, function, *args, min_height: int = 380, reads=None):
     """A figure redrawn by ``function(value, *args)`` whenever the parameter ``source``
-    (e.g. ``lab.param.result``) changes; every layer rescales to each new frame. The
-    pane's ``object`` is the DynamicMap (a stream such as a tap attaches to it).
+    (e.g. ``lab.param.result``) changes (:func:`live_map`; for a figure that takes clicks
+    see :func:`with_clicks`).
 
     ``reads(value)``, when given, returns the parts of a value the figure draws (a tuple
     of arrays): a new value whose parts equal the drawn ones leaves the figure alone, as a
@@ -156,10 +191,8 @@ def live_figure(source, function, *args, min_height: int = 380, reads=None):
     """
     if reads is not None:
         source = _when_parts_change(source, reads)
-    dynamic = hv.DynamicMap(pn.bind(lambda value: framewise(function(value, *args)), source))
-    # Each value is new: hashing its arrays to look up an earlier figure would only cost time.
-    dynamic.callback.memoize = False
-    return pn.pane.HoloViews(dynamic, sizing_mode="stretch_width", min_height=min_height)
+    return pn.pane.HoloViews(live_map(source, function, *args), sizing_mode="stretch_width",
+                             min_height=min_height)  # fmt: skip
 
 
 def live_bokeh_figure(source, build, frame_of, *args, min_height: int = 300):

@@ -9,7 +9,13 @@ import panel as pn
 import param
 from posteriorlab_widgets import TrajectoryPlayer
 
-from posteriorlab.dashboards.common import control_cards, error_alert, page_copy, while_tab_open
+from posteriorlab.dashboards.common import (
+    control_cards,
+    error_alert,
+    page_copy,
+    while_tab_open,
+    with_clicks,
+)
 from posteriorlab.dashboards.export import export_card
 from posteriorlab.labs.paths import ANIMATED_TRAJECTORY_POINTS, SCHEDULE_NAMES, PathsLab
 from posteriorlab.labs.steering import SteeringLab
@@ -191,8 +197,7 @@ class PathsDashboard(pn.viewable.Viewer):
 
             dynamic = hv.DynamicMap(pn.bind(draw, owner.param[source], *also))
             if clickable:
-                tap = hv.streams.SingleTap(source=dynamic)
-                tap.add_subscriber(self._add_component)
+                dynamic = with_clicks(dynamic, self._add_component)
             return pn.pane.HoloViews(dynamic, sizing_mode="stretch_width", min_height=380)
 
         def show(value):

@@ -1,8 +1,9 @@
 """The distribution-transformer dashboard: a thin Panel view over
 :class:`posteriorlab.labs.transformer.TransformerLab`.
 
-Controls come from the lab's parameters; a click on the prior plot adds an observation
-(a point, or its distance from the origin); the five answers (network, exact, importance
+Controls come from the lab's parameters; on the prior plot a drag of a component's
+mean (its + marker) moves that component, and a click adds an observation (a point, or
+its distance from the origin); the five answers (network, exact, importance
 sampling, tempered SMC, VI) are drawn in a grid with a table of their cost and scores and
 a table mapping prior components to posterior ones.
 """
@@ -14,10 +15,17 @@ import numpy as np
 import panel as pn
 import param
 
-from posteriorlab.dashboards.common import control_cards, error_alert, live_figure, page_copy
+from posteriorlab.dashboards.common import (
+    control_cards,
+    error_alert,
+    live_figure,
+    live_map,
+    page_copy,
+)
 from posteriorlab.dashboards.export import export_card
 from posteriorlab.labs.transformer import TransformerLab
 from posteriorlab.plots import transformer as figures
+from posteriorlab.plots.style import OVERLAY
 
 CONTROL_GROUPS = {
     "Prior": ["components"],
@@ -46,21 +54,26 @@ URL_PARAMETERS = {
 
 NUM_ANSWERS = 5
 """Transformer, exact, importance sampling, tempered SMC, VI."""
+PRIOR_CAPTION = (
+    "*Drag a **+** (a prior component's mean) to move that component: its row in the "
+    "components box is rewritten and every answer follows. Click elsewhere on the plot "
+    "to add an observation.*"
+)
 
 INTRO = """
 A **distribution transformer** reads a Gaussian-mixture prior as a set of component
 tokens and the data as observation tokens; a few attention layers turn the prior's
 components into the posterior's, in one pass of about a millisecond, for any prior it
 was trained around. Edit the prior (one row per component: weight, mean, standard
-deviations, correlation), click on the prior plot to add data, and compare the network
-with the **exact posterior**, **importance sampling** from the prior, **tempered SMC**
-(prior to posterior through adaptively chosen temperatures, resampling and Metropolis
-moves) and **full-rank VI**, each with its time. For a point or a direction the exact
-posterior is a mixture again (each component Kalman-updated and re-weighted by its
-evidence); for a **distance** ‖x‖ a component near the origin becomes a ring, there is no
-closed form, and the exact answer is a quadrature on a fine polar grid. KL(exact ‖ q) is
-what the network was trained to make small; the particle answers are scored through a
-kernel density estimate of their particles.
+deviations, correlation) or drag a component's mean on the prior plot, click on it to
+add data, and compare the network with the **exact posterior**, **importance sampling**
+from the prior, **tempered SMC** (prior to posterior through adaptively chosen
+temperatures, resampling and Metropolis moves) and **full-rank VI**, each with its time.
+For a point or a direction the exact posterior is a mixture again (each component
+Kalman-updated and re-weighted by its evidence); for a **distance** ‖x‖ a component near
+the origin becomes a ring, there is no closed form, and the exact answer is a quadrature
+on a fine polar grid. KL(exact ‖ q) is what the network was trained to make small; the
+particle answers are scored through a kernel density estimate of their particles.
 """
 
 
@@ -93,12 +106,48 @@ class TransformerDashboard(pn.viewable.Viewer):
     def controls(self):
         return self._controls
 
-    def _figure(self, function, *args, clickable=False):
-        pane = live_figure(self.shown.param.result, function, *args, min_height=360)
-        if clickable:
-            tap = hv.streams.SingleTap(source=pane.object)
-            tap.add_subscriber(self._add_observation)
-        return pane
+    def _figure(self, function, *args):
+        return live_figure(self.shown.param.result, function, *args, min_height=360)
+
+    def _prior_figure(self) -> pn.Column:
+        """The prior plot, its + markers draggable and its area clickable, with a caption.
+
+        Three live layers in a fixed order (density, means, data): the drag and the click
+        streams belong to the means layer, a drawn element (on the DynamicMap of the
+        whole overlay they would be linked to no plot). The drag tool is active from
+        the start, so the student drags a + without picking a tool first.
+        """
+        density, self._means, data = (
+            live_map(self.shown.param.result, layer) for layer in figures.PRIOR_LAYERS
+        )
+        self._drag = hv.streams.PointDraw(source=self._means, add=False)
+        self._drag.add_subscriber(self._dropped)
+        self._tap = hv.streams.SingleTap(source=self._means)
+        self._tap.add_subscriber(self._add_observation)
+        overlay = (density * self._means * data).opts(
+            title=figures.PRIOR_TITLE, active_tools=["point_draw", "wheel_zoom"], **OVERLAY
+        )
+        figure = pn.pane.HoloViews(overlay, sizing_mode="stretch_width", min_height=360)
+        return pn.Column(figure, pn.pane.Markdown(PRIOR_CAPTION, name="prior caption"),
+                         sizing_mode="stretch_width")  # fmt: skip
+
+    def _dropped(self, data=None):
+        """A drop of the drag tool: move each component whose + now lies elsewhere.
+
+        The points arrive in the order drawn, point k for component k of the result
+        shown. A drop that changes no row (a point deleted by Backspace, a drop while
+        the text does not parse, a move below the rows' three decimals) redraws the
+        markers where the prior has them.
+        """
+        shown = self.shown.result
+        before = self.lab.components
+        if data and shown is not None and len(data.get("x", ())) == len(shown.prior_means):
+            dropped = np.column_stack([data["x"], data["y"]]).astype(float)
+            moved = ~np.all(np.isclose(dropped, shown.prior_means, rtol=0.0, atol=1e-6), axis=1)
+            for index in np.flatnonzero(moved):
+                self.lab.move_component(int(index), dropped[index])
+        if self.lab.components == before:
+            hv.streams.Stream.trigger(self._means.streams)  # redraw the markers
 
     def _add_observation(self, x=None, y=None):
         if x is not None and y is not None:
@@ -119,7 +168,7 @@ class TransformerDashboard(pn.viewable.Viewer):
             markdown(note, "note"),
             markdown(scores_table, "scores"),
             pn.Row(
-                self._figure(figures.prior_plot, clickable=True),
+                self._prior_figure(),
                 markdown(components_table, "components"),
                 sizing_mode="stretch_width",
             ),

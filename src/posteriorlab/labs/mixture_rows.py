@@ -10,14 +10,21 @@ Every mistake raises ``ValueError`` with a message that names the row and the fi
 from __future__ import annotations
 
 import math
+import re
 from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["ComponentRows", "format_component", "parse_components"]
+__all__ = ["ComponentRows", "format_component", "parse_components", "with_mean"]
 
 WEIGHT_TOLERANCE = 1e-3
 """How far typed weights may sum from one when they must be normalised already."""
+WINDOW = 50.0
+"""The lab's window: means within ±WINDOW, standard deviations at most WINDOW."""
+_ROW_BREAK = re.compile("(;|\r\n|[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029])")
+"""What separates rows: a semicolon or any line break ``str.splitlines`` knows (kept by
+``re.split``, so that a rewritten text keeps every other byte)."""
+_NUMBER = re.compile(r"[^,\s]+")
 
 
 class ComponentRows(NamedTuple):
@@ -55,10 +62,10 @@ def _component(number: int, values: list[float]) -> tuple[float, list, list]:
             f"Component {number} has standard deviations ({sd_x}, {sd_y}); both must be "
             "positive."
         )
-    if sd_x > 50 or sd_y > 50 or abs(mean_x) > 50 or abs(mean_y) > 50:
+    if max(sd_x, sd_y, abs(mean_x), abs(mean_y)) > WINDOW:
         raise ValueError(
-            f"Component {number} lies outside the lab's window: keep means within ±50 "
-            "and standard deviations at most 50."
+            f"Component {number} lies outside the lab's window: keep means within "
+            f"±{WINDOW:g} and standard deviations at most {WINDOW:g}."
         )
     if not -0.99 <= correlation <= 0.99:
         raise ValueError(
@@ -116,3 +123,32 @@ def parse_components(
 def format_component(weight, mean_x, mean_y, sd) -> str:
     """One row of the components text (what a click on a plot appends)."""
     return f"{weight:.3g}, {mean_x:.3f}, {mean_y:.3f}, {sd:.3g}"
+
+
+def with_mean(text: str, index: int, mean) -> str:
+    """``text`` with the mean of component ``index`` (0-based) replaced by ``mean``.
+
+    What dropping a component's marker on a plot writes: only the two mean numbers of
+    that row change (to three decimals, each clipped to ±:data:`WINDOW`, so that a drop
+    beyond the window gives a row that still parses); every other character of the
+    text, the weight, the standard deviations, the correlation, the other rows and the
+    separators, stays as it was typed.
+
+    Raises
+    ------
+    ValueError
+        When a row of ``text`` is not a valid component (the message of
+        :func:`parse_components`), or there is no component ``index``.
+    """
+    parts = _ROW_BREAK.split(text)  # rows at even places, separators at odd ones
+    places = [place for place in range(0, len(parts), 2) if parts[place].strip()]
+    for number, place in enumerate(places, 1):
+        _component(number, _numbers(number, parts[place].strip()))
+    if not 0 <= index < len(places):
+        raise ValueError(f"There is no component {index + 1}: the mixture has {len(places)}.")
+    row = parts[places[index]]
+    spans = [match.span() for match in _NUMBER.finditer(row)][1:3]  # mean_x, mean_y
+    new = [f"{min(max(float(value), -WINDOW), WINDOW):.3f}" for value in mean]
+    (x_start, x_end), (y_start, y_end) = spans
+    parts[places[index]] = row[:x_start] + new[0] + row[x_end:y_start] + new[1] + row[y_end:]
+    return "".join(parts)

@@ -1,8 +1,9 @@
 r"""The distribution-transformer lab: edit a mixture prior, get its posterior in a millisecond.
 
 A :class:`TransformerLab` holds a 2-D Gaussian-mixture prior (typed rows, weights that
-sum to one), observations and one of three likelihoods, each with its own packaged
-network (:func:`posteriorlab.core.transformer.load_pretrained`):
+sum to one, a mean also dragged on the prior plot: :meth:`TransformerLab.move_component`),
+observations and one of three likelihoods, each with its own packaged network
+(:func:`posteriorlab.core.transformer.load_pretrained`):
 
 - **see the point**, :math:`y_i = x + \sigma\varepsilon_i`, and **see one direction**,
   :math:`y_i = a^\top x + \sigma\varepsilon_i` with :math:`a = (\cos\varphi, \sin\varphi)`
@@ -39,7 +40,8 @@ each prior component to its posterior component (the network is permutation-equi
 so component :math:`k` of the answer belongs to component :math:`k` of the prior).
 
 Every array is padded to the network's limits (components, scalar observations), so a
-new component, a click or a slider never recompiles; each likelihood compiles once.
+new component, a dragged mean, a click or a slider never recompiles; each likelihood
+compiles once.
 """
 
 from __future__ import annotations
@@ -412,6 +414,23 @@ class TransformerLab(param.Parameterized):
             return
         rows = [r for r in self.observations.splitlines() if r.strip()]
         self.observations = "\n".join([*rows, f"{x:.3f}, {y:.3f}"])
+
+    def move_component(self, index: int, mean) -> None:
+        """What dropping prior component ``index``'s marker at ``mean`` does: rewrite
+        that row's mean in the components text (:func:`mixture_rows.with_mean`, clipped
+        to the lab's window), and every answer follows. Only a number changes, so
+        nothing recompiles.
+
+        While the components text does not parse, the markers show an older prior (the
+        last good result) and their numbering may not match the rows: the drop is
+        ignored and the message about the text stays.
+        """
+        try:
+            self._prior_rows()
+            components = mixture_rows.with_mean(self.components, index, mean)
+        except ValueError:
+            return
+        self.components = components
 
     def simulate_data(self) -> None:
         """Draw a true parameter from the prior and as many observations as are shown now

@@ -67,17 +67,36 @@ def _points(result):
     return layers
 
 
-def prior_plot(result) -> hv.Overlay:
-    """The prior density, its component means (size ∝ weight) and the data."""
-    means = hv.Points(
+def prior_density(result) -> hv.Image:
+    """The prior density (the bottom layer of :func:`prior_plot`)."""
+    return _image(result, result.prior_density, "prior").opts(cmap="Greys", alpha=0.7)
+
+
+def prior_means(result) -> hv.Points:
+    """The prior's component means as crosses sized by weight, in the order of the
+    components (a dashboard drags them: point k is component k)."""
+    return hv.Points(
         {"x": result.prior_means[:, 0], "y": result.prior_means[:, 1],
          "weight": result.prior_weights},
         [X1, X2], ["weight"], label="prior means",
     ).opts(color=COLORS["truth"], marker="cross", size=hv.dim("weight") * 30 + 6, line_width=2)
-    layers = [_image(result, result.prior_density, "prior").opts(cmap="Greys", alpha=0.7), means]
-    return hv.Overlay(layers + _points(result)).opts(
-        title="Prior and data (click to add an observation)", **OVERLAY
-    )
+
+
+def prior_data(result) -> hv.Overlay:
+    """The data drawn on the prior: points, lines of a·x or circles of distances, the
+    simulated truth."""
+    return hv.Overlay(_points(result))
+
+
+PRIOR_LAYERS = (prior_density, prior_means, prior_data)
+"""The layers of :func:`prior_plot`, bottom to top."""
+PRIOR_TITLE = "Prior and data"
+
+
+def prior_plot(result) -> hv.Overlay:
+    """The prior density, its component means (size ∝ weight) and the data."""
+    layers = [layer(result) for layer in PRIOR_LAYERS]
+    return hv.Overlay(layers[:2] + list(layers[2])).opts(title=PRIOR_TITLE, **OVERLAY)
 
 
 def answer_plot(result, index: int) -> hv.Overlay:
