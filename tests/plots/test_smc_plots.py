@@ -78,6 +78,32 @@ def test_live_figures_hold_the_frame_they_are_given(lab, build, frame_of):
             assert values.dtype == np.float32  # what the page receives: half of float64
 
 
+def test_a_new_seed_sends_the_cloud_only_the_columns_that_changed(lab):
+    """The particles move and their weights change; the time column stays, and is not
+    sent again. A frame of another length replaces the whole table."""
+    from bokeh.document import Document
+    from bokeh.document.events import ColumnDataChangedEvent
+
+    figure = figures.particle_cloud_figure()
+    document = Document()
+    document.add_root(figure)
+    live.draw(figure, figures.particle_cloud_frame(lab.result))
+    sent = []
+    document.on_change(lambda event: sent.append(event))
+    live.draw(figure, figures.particle_cloud_frame(lab.result))
+    assert sent == []  # the same result again: nothing changed, nothing is sent
+    other = SMCLab(model=lab.model, **{**SMALL, "seed": 1}).result
+    live.draw(figure, figures.particle_cloud_frame(other))
+    cloud = figure.select_one({"name": "cloud"}).data_source
+    changed = [e for e in sent if isinstance(e, ColumnDataChangedEvent) and e.model is cloud]
+    assert [sorted(e.cols) for e in changed] == [["size", "x"]]
+    drawn = figures.particle_cloud_frame(other).columns["cloud"]
+    np.testing.assert_array_equal(cloud.data["x"], drawn["x"])
+    longer = SMCLab(model=lab.model, **{**SMALL, "num_steps": 50}).result
+    live.draw(figure, figures.particle_cloud_frame(longer))
+    assert len(cloud.data["t"]) == 50 * longer.displayed_particles.shape[1]
+
+
 def test_the_live_cloud_draws_the_particles_their_weights_and_the_truth(lab):
     result = lab.result
     frame = figures.particle_cloud_frame(result)

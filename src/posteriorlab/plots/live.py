@@ -11,7 +11,7 @@ The figures here are built once per page, each glyph named and fed by its own
 ``ColumnDataSource``. A new result becomes a :class:`Frame` (the title, the y-axis label
 and the columns of each named glyph), and :func:`draw` writes it into the figure: new data
 in the existing sources, no new models, so there is no graph walk and the page receives
-one message of arrays. About 1 ms per update.
+one message of arrays, holding only the columns that changed. About 1 ms per update.
 
 A glyph that has nothing to draw for some result (the hidden states of typed data, which
 are unknown) gets empty columns, and it and its legend entry are hidden until it has data
@@ -80,9 +80,33 @@ def legend_on_the_right(figure) -> None:
     figure.add_layout(legend, "right")
 
 
+def write_columns(source: ColumnDataSource, columns: dict[str, np.ndarray]) -> None:
+    """Give ``source`` the ``columns``, sending the page only those that changed.
+
+    When the columns keep their names and lengths, only those whose values differ are
+    replaced (a new filter seed leaves the particle cloud's time column as it was: a
+    third of its bytes); otherwise the whole table is.
+    """
+    current = source.data
+    same_shape = current.keys() == columns.keys() and all(
+        len(current[name]) == len(values) for name, values in columns.items()
+    )
+    if not same_shape:
+        source.data = columns
+        return
+    changed = {
+        name: values
+        for name, values in columns.items()
+        if not np.array_equal(current[name], values)
+    }
+    if changed:
+        current.update(changed)
+
+
 def draw(figure, frame: Frame) -> None:
-    """Write ``frame`` into ``figure``: each named glyph's source gets its columns, and a
-    glyph whose columns are empty is hidden with its legend entry."""
+    """Write ``frame`` into ``figure``: each named glyph's source gets its columns
+    (:func:`write_columns`), and a glyph whose columns are empty is hidden with its
+    legend entry."""
     figure.title.text = frame.title
     if frame.y_label is not None:
         figure.yaxis.axis_label = frame.y_label
@@ -90,7 +114,7 @@ def draw(figure, frame: Frame) -> None:
     for renderer in figure.renderers:
         if renderer.name in frame.columns:
             columns = frame.columns[renderer.name]
-            renderer.data_source.data = columns
+            write_columns(renderer.data_source, columns)
             shown[renderer.name] = len(next(iter(columns.values()))) > 0
             if renderer.visible != shown[renderer.name]:
                 renderer.visible = shown[renderer.name]
