@@ -54,3 +54,25 @@ def test_two_processes_each_serve_lab_pages():
         process.terminate()
         output, _ = process.communicate(timeout=30)
     assert "os.fork() was called" not in output, output
+
+
+def test_the_forked_processes_stop_when_their_parent_is_killed():
+    """A SIGTERM to the parent alone (``kill PID``) stops the whole server: its forked
+    children do not go on holding the port."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "posteriorlab.cli", "serve", "--port", str(port),
+         "--num-procs", "2", "--no-warmup"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for_http(f"http://localhost:{port}/", timeout=120)
+        children = psutil.Process(process.pid).children()
+        assert len(children) == 2
+    finally:
+        process.terminate()  # the parent only
+        process.wait(timeout=30)
+    gone, alive = psutil.wait_procs(children, timeout=15)
+    for child in alive:
+        child.kill()
+    assert not alive, f"{len(alive)} server processes outlived their parent"

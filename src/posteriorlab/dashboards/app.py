@@ -8,7 +8,9 @@ the background as the server starts.
 
 import os
 import pathlib
+import signal
 import threading
+import time
 
 import panel as pn
 from panel.io.document import init_doc
@@ -315,6 +317,24 @@ def start_warm_up() -> None:
     threading.Thread(target=warm_up, name="posteriorlab-warmup", daemon=True).start()
 
 
+def stop_with_parent() -> None:
+    """In a forked server process: stop once the process that forked it has gone.
+
+    The forking parent only waits on its children, so a ``kill`` of the parent alone
+    (what a process manager or a lecturer's ``kill PID`` sends) would leave them serving
+    the port with nobody to stop them. Each child checks once a second whether it has
+    been re-parented, and then sends itself the same SIGTERM.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="posteriorlab-parent-watch", daemon=True).start()
+
+
 def serve(
     *,
     port: int,
@@ -349,6 +369,8 @@ def serve(
         # after a first start). JAX must not have started in this parent: a process
         # whose XLA threads are running cannot be forked safely.
         os.register_at_fork(after_in_child=start_warm_up)
+    if num_procs > 1:
+        os.register_at_fork(after_in_child=stop_with_parent)
     pn.serve(
         {path.strip("/") or "/": page for path, page in PAGES.items()},
         port=port,
