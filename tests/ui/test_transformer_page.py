@@ -31,6 +31,10 @@ def test_changing_the_prior_updates_the_posterior(server, page, artifacts):
     assert "0.50 at (1.50, 1.00)" in after
     assert "| 3 |" not in after.replace("\t", " | ")
     page.wait_for_url("**prior=**", timeout=10_000)
+    # Redrawn tables keep their cell borders (the template's style sheets would reset them).
+    for table in ("transformer", "KL(exact"):
+        cell = page.locator("table", has_text=table).last.locator("td").first
+        assert cell.evaluate("e => getComputedStyle(e).borderTopWidth") == "1px", table
     page.screenshot(path=artifacts / "transformer-lab.png", full_page=True)
 
 

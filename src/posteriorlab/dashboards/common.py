@@ -237,6 +237,21 @@ def _when_parts_change(source, reads):
     return latest.param.value
 
 
+# Panel's own rules for Markdown tables (its markdown.css), restated last: once a pane
+# under a template is updated, Panel also gives it the template's Bootstrap style sheets,
+# whose reset takes the cells' borders away (and left-aligns the headers).
+TABLE_STYLE = """
+table, th, td { border: 1px solid; border-collapse: collapse; padding: 5px; }
+th { text-align: center; }
+"""
+
+
+def table_markdown(text, **options) -> pn.pane.Markdown:
+    """A Markdown pane for text with tables (``text`` may be bound to results), whose
+    tables keep their borders through every update (:data:`TABLE_STYLE`)."""
+    return pn.pane.Markdown(text, stylesheets=[TABLE_STYLE], **options)
+
+
 def control_cards(lab, groups, widgets, collapsed=()) -> pn.Column:
     """One card of widgets per group of the lab's parameters, built with ``pn.Param``
     (per session: never class-level widgets).

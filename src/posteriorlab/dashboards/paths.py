@@ -13,6 +13,7 @@ from posteriorlab.dashboards.common import (
     control_cards,
     error_alert,
     page_copy,
+    table_markdown,
     while_tab_open,
     with_clicks,
 )
@@ -318,7 +319,7 @@ class PathsDashboard(pn.viewable.Viewer):
             width=290,
         )
         error = error_alert(self.steering_shown, "steering error")
-        table = pn.pane.Markdown(
+        table = table_markdown(
             pn.bind(steering_summary, self.steering_shown.param.result),
             sizing_mode="stretch_width",
             name="steering summary",

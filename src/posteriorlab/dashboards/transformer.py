@@ -21,6 +21,7 @@ from posteriorlab.dashboards.common import (
     live_figure,
     live_map,
     page_copy,
+    table_markdown,
 )
 from posteriorlab.dashboards.export import export_card
 from posteriorlab.labs.transformer import TransformerLab
@@ -155,8 +156,8 @@ class TransformerDashboard(pn.viewable.Viewer):
 
     def _build_main(self):
         def markdown(function, name):
-            return pn.pane.Markdown(pn.bind(function, self.shown.param.result),
-                                    sizing_mode="stretch_width", name=name)  # fmt: skip
+            return table_markdown(pn.bind(function, self.shown.param.result),
+                                  sizing_mode="stretch_width", name=name)  # fmt: skip
 
         grid = pn.GridBox(
             *(self._figure(figures.answer_plot, index) for index in range(NUM_ANSWERS)),

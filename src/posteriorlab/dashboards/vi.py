@@ -12,7 +12,13 @@ import numpy as np
 import panel as pn
 import param
 
-from posteriorlab.dashboards.common import control_cards, error_alert, live_figure, page_copy
+from posteriorlab.dashboards.common import (
+    control_cards,
+    error_alert,
+    live_figure,
+    page_copy,
+    table_markdown,
+)
 from posteriorlab.dashboards.export import export_card
 from posteriorlab.labs.vi import CHUNK_STEPS, VILab
 from posteriorlab.plots import vi as figures
@@ -168,7 +174,7 @@ class VIDashboard(pn.viewable.Viewer):
                 "Gradients",
                 pn.Column(
                     TAB_TEXT["Gradients"],
-                    pn.pane.Markdown(
+                    table_markdown(
                         pn.bind(variance_summary, self.shown.param.result),
                         sizing_mode="stretch_width",
                         name="variance summary",
