@@ -3,9 +3,9 @@
 Starts ``posteriorlab serve`` on a free localhost port and opens S simulated student
 sessions on one lab at once (websocket clients, :mod:`sessions`), as a class does when the
 lecturer shares the link, once the server is idle (its background warm-up of the other
-labs has finished, as it has before a class). Once every page is open, each student changes the lab's seed
-once every ``--period`` seconds for ``--duration`` seconds, at the lab's default sizes,
-the students' changes spread evenly over the period. For S = 1, 10 and 30
+labs has finished, as it has before a class). Once every page is open, each student
+changes the lab's seed once every ``--period`` seconds for ``--duration`` seconds, at the
+lab's default sizes, the students' changes spread evenly over the period. For S = 1, 10 and 30
 (``--sessions``) and for ``--num-procs`` 1 and 2 it reports
 
 * how long the pages took to open (median and slowest): the server builds them one at a
