@@ -38,7 +38,8 @@ def test_figures_render(dashboard, likelihood):
     dashboard.lab.param.trigger("simulate")
     result = dashboard.lab.result
     assert len(result.answers) == NUM_ANSWERS
-    hv.render(figures.prior_plot(result), backend="bokeh")
+    density, means, data = (layer(result) for layer in figures.PRIOR_LAYERS)
+    hv.render((density * means * data).opts(title=figures.PRIOR_TITLE), backend="bokeh")
     for index in range(NUM_ANSWERS):
         hv.render(figures.answer_plot(result, index), backend="bokeh")
     dashboard.lab.likelihood = "identity"

@@ -68,7 +68,7 @@ def _points(result):
 
 
 def prior_density(result) -> hv.Image:
-    """The prior density (the bottom layer of :func:`prior_plot`)."""
+    """The prior density (the bottom layer of the prior plot)."""
     return _image(result, result.prior_density, "prior").opts(cmap="Greys", alpha=0.7)
 
 
@@ -89,14 +89,9 @@ def prior_data(result) -> hv.Overlay:
 
 
 PRIOR_LAYERS = (prior_density, prior_means, prior_data)
-"""The layers of :func:`prior_plot`, bottom to top."""
+"""The layers of the prior plot, bottom to top: a dashboard draws each as a live layer
+(its means take the drag and the click), overlaid in this order."""
 PRIOR_TITLE = "Prior and data"
-
-
-def prior_plot(result) -> hv.Overlay:
-    """The prior density, its component means (size ∝ weight) and the data."""
-    layers = [layer(result) for layer in PRIOR_LAYERS]
-    return hv.Overlay(layers[:2] + list(layers[2])).opts(title=PRIOR_TITLE, **OVERLAY)
 
 
 def answer_plot(result, index: int) -> hv.Overlay:
